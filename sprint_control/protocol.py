@@ -1,0 +1,531 @@
+"""The messages between parent and child, protocol v1 (RETURNN's) and v2 (ours), and the switch.
+
+Version 1: a 4-byte little-endian signed length, then a pickle of a tuple. Parent to child
+``(cmd, *args)``, child to parent ``("ok", *results)`` or ``("exception", text)``. The reader
+here is safe: it resolves only the globals that array messages need (see ``SafeUnpickler``).
+
+Version 2: the binary frames of ``csrc/frame.h`` (``sprint_control.framing``). The hot pair
+LOSS_REQUEST / LOSS_RESULT never touches pickle.
+
+Negotiation keeps v1's handshake byte for byte: the parent sends ``("init", name, 1)``; our child
+answers ``("ok", name, 1, capabilities)`` (RETURNN's parent ignores the 4th item). Only a parent
+that sees ``2`` in ``capabilities["protocols"]`` sends ``("use_protocol", 2, options)``; after the
+child's ``("ok", 2, options)`` both ends speak v2. Every other pairing stays on v1.
+
+``Link`` wraps the two pipe ends of one side and offers the request/answer calls of both sides.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import pickle
+import struct
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from . import _wire as w
+from . import framing
+from .errors import ProtocolError, SprintRemoteError, TruncatedFrameError
+
+__all__ = [
+    "PROTOCOL_V1",
+    "PROTOCOL_V2",
+    "SUPPORTED_PROTOCOLS",
+    "SafeUnpickler",
+    "encode_v1",
+    "decode_v1",
+    "array_from_bytes",
+    "Link",
+]
+
+PROTOCOL_V1 = 1
+PROTOCOL_V2 = 2
+SUPPORTED_PROTOCOLS = (PROTOCOL_V1, PROTOCOL_V2)
+#: The version number inside the v1 ``init`` message (RETURNN's ``SprintSubprocessInstance.Version``).
+INIT_VERSION = 1
+#: v1 length prefix is a signed 32-bit int.
+V1_MAX_MESSAGE = 2**31 - 1
+_LEN = struct.Struct("<i")
+
+
+# ---------------------------------------------------------------------------------------------
+# v1: the safe reader
+
+
+def array_from_bytes(data, dtype, shape) -> np.ndarray:
+    """Rebuilds an array from raw bytes; what RETURNN's ``make_numpy_ndarray_fromstring`` meant.
+
+    RETURNN's own helper calls ``numpy.fromstring`` in binary mode, which numpy 2 removed;
+    a v1 reader maps that global here.
+    """
+    dt = _checked_dtype(dtype)
+    shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    if any(d < 0 for d in shape):
+        raise ProtocolError(f"negative array shape {shape} in a v1 message")
+    n = 1
+    for d in shape:
+        n *= d
+    if len(data) != n * dt.itemsize:
+        raise ProtocolError(
+            f"v1 array of shape {shape} and dtype {dt} needs {n * dt.itemsize} bytes, got {len(data)}"
+        )
+    return np.frombuffer(data, dtype=dt).reshape(shape).copy()
+
+
+def _checked_dtype(*args, **kwargs) -> np.dtype:
+    try:
+        dt = np.dtype(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad dtype in a v1 message: {exc}") from None
+    if dt.hasobject or dt.kind not in "biufc":
+        raise ProtocolError(f"dtype {dt} is not allowed in a v1 message: only numeric arrays are")
+    return dt
+
+
+def _np_function(modules, name):
+    for mod in modules:
+        try:
+            m = __import__(mod, fromlist=[name])
+            return getattr(m, name)
+        except (ImportError, AttributeError):
+            continue
+    return None  # pragma: no cover - numpy always has one of them
+
+
+_reconstruct = _np_function(("numpy._core.multiarray", "numpy.core.multiarray"), "_reconstruct")
+_scalar = _np_function(("numpy._core.multiarray", "numpy.core.multiarray"), "scalar")
+_frombuffer = _np_function(("numpy._core.numeric", "numpy.core.numeric"), "_frombuffer")
+
+
+def _safe_frombuffer(buf, dtype, shape, order="C", *args):
+    _checked_dtype(dtype)
+    return _frombuffer(buf, dtype, shape, order, *args)
+
+
+def _safe_reconstruct(cls, shape, dtype_code):
+    if cls is not np.ndarray:
+        raise ProtocolError(f"v1 arrays must be numpy.ndarray, got {cls!r}")
+    return _reconstruct(cls, shape, dtype_code)
+
+
+def _safe_scalar(dtype, data=None):
+    _checked_dtype(dtype)
+    return _scalar(dtype, data) if data is not None else _scalar(dtype)
+
+
+_ALLOWED_GLOBALS = {}
+for _mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
+    _ALLOWED_GLOBALS[(_mod, "_reconstruct")] = _safe_reconstruct
+    _ALLOWED_GLOBALS[(_mod, "scalar")] = _safe_scalar
+for _mod in ("numpy._core.numeric", "numpy.core.numeric"):
+    _ALLOWED_GLOBALS[(_mod, "_frombuffer")] = _safe_frombuffer
+_ALLOWED_GLOBALS[("numpy", "ndarray")] = np.ndarray
+_ALLOWED_GLOBALS[("numpy", "dtype")] = _checked_dtype
+_ALLOWED_GLOBALS[("returnn.util.task_system", "make_numpy_ndarray_fromstring")] = array_from_bytes
+_ALLOWED_GLOBALS[("_codecs", "encode")] = codecs.encode  # how protocol 2 pickles bytes
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals array messages need; anything else raises
+    ProtocolError before any code runs."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise ProtocolError(
+                f"v1 message references the global {module}.{name}, which is not allowed"
+                " (only numpy array reconstruction is)"
+            ) from None
+
+    def persistent_load(self, pid):
+        raise ProtocolError("v1 message uses a persistent id, which is not allowed")
+
+
+class _ReturnnStylePickler(pickle._Pickler):  # type: ignore[name-defined,misc]
+    """RETURNN's v1 writer, for interop fixtures and the v1 benchmark: the pure-Python pickler,
+    arrays as a call to ``returnn.util.task_system.make_numpy_ndarray_fromstring``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def _save_ndarray(self, obj):
+        self.save_global(array_from_bytes, name="make_numpy_ndarray_fromstring")
+        self.save((obj.tobytes(), str(obj.dtype), obj.shape))
+        self.write(pickle.REDUCE)
+
+    dispatch[np.ndarray] = _save_ndarray
+
+    def save_global(self, obj, name=None):
+        if obj is array_from_bytes:
+            self.save_reduce_global("returnn.util.task_system", "make_numpy_ndarray_fromstring")
+            return
+        super().save_global(obj, name)
+
+    def save_reduce_global(self, module, name):
+        self.save(module)
+        self.save(name)
+        self.write(pickle.STACK_GLOBAL)
+
+
+def encode_v1(message: tuple, returnn_style: bool = False) -> bytes:
+    """One v1 message: length prefix + pickle. ``returnn_style`` writes arrays as RETURNN does."""
+    if not isinstance(message, tuple):
+        raise TypeError(f"v1 messages are tuples, got {type(message).__name__}")
+    if returnn_style:
+        buf = io.BytesIO()
+        buf.write(b"\0\0\0\0")
+        _ReturnnStylePickler(buf, protocol=4).dump(message)
+        data = buf.getbuffer()
+        size = len(data) - 4
+        if size > V1_MAX_MESSAGE:
+            raise ProtocolError(f"v1 message of {size} bytes exceeds the 2 GiB limit of its length field")
+        data[:4] = _LEN.pack(size)
+        del data
+        return buf.getvalue()
+    payload = pickle.dumps(message, protocol=4)
+    if len(payload) > V1_MAX_MESSAGE:
+        raise ProtocolError(f"v1 message of {len(payload)} bytes exceeds the 2 GiB limit of its length field")
+    return _LEN.pack(len(payload)) + payload
+
+
+def decode_v1(data) -> tuple:
+    """Decodes one whole v1 message (length prefix included) with the safe reader."""
+    mv = memoryview(data).cast("B")
+    if len(mv) < 4:
+        raise TruncatedFrameError("v1 length prefix", 4, len(mv))
+    (size,) = _LEN.unpack(mv[:4])
+    if size <= 0:
+        raise ProtocolError(f"v1 length prefix {size} is not positive")
+    if len(mv) - 4 < size:
+        raise TruncatedFrameError("v1 message", size, len(mv) - 4)
+    if len(mv) - 4 > size:
+        raise ProtocolError(f"{len(mv) - 4 - size} trailing bytes after a v1 message of {size} bytes")
+    return _unpickle_v1(mv[4:])
+
+
+def _unpickle_v1(payload) -> tuple:
+    try:
+        obj = SafeUnpickler(io.BytesIO(payload)).load()
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a corrupt pickle raises a zoo of types; report them as one
+        raise ProtocolError(f"undecodable v1 message: {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, tuple) or not obj or not isinstance(obj[0], str):
+        raise ProtocolError(f"v1 message must be a tuple starting with a str, got {type(obj).__name__}")
+    return obj
+
+
+def _read_exact(fd: int, n: int, what: str) -> bytearray:
+    buf = bytearray(n)
+    mv = memoryview(buf)
+    got = 0
+    while got < n:
+        r = os.readv(fd, [mv[got:]])
+        if r == 0:
+            if got == 0 and what == "v1 length prefix":
+                raise EOFError("pipe closed by the peer (no further message)")
+            raise TruncatedFrameError(what, n, got)
+        got += r
+    return buf
+
+
+def _write_all(fd: int, data) -> None:
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv) :]
+
+
+# ---------------------------------------------------------------------------------------------
+# The link: one side of the two pipes
+
+
+def _error_text(kind: str, text: str) -> str:
+    return f"{kind}: {text}" if kind else text
+
+
+class Link:
+    """One side of a parent/child connection: reads from ``read_fd``, writes to ``write_fd``.
+
+    ``protocol`` starts at 1 and becomes 2 after a successful negotiation. ``max_payload`` bounds
+    what a received message may announce; ``timeout`` (seconds, None: wait forever) bounds each
+    read of an answer on the parent side.
+    """
+
+    def __init__(
+        self,
+        read_fd: int,
+        write_fd: int,
+        *,
+        max_payload: int = w.DEFAULT_MAX_PAYLOAD,
+        timeout: Optional[float] = None,
+    ):
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.protocol = PROTOCOL_V1
+        self.max_payload = max_payload
+        self.timeout = timeout
+        self.peer_capabilities: Dict[str, Any] = {}
+        self.seq = 0
+        framing.grow_pipe(write_fd)
+        framing.grow_pipe(read_fd)
+
+    # -- v1 primitives ------------------------------------------------------------------------
+
+    def send_v1(self, message: tuple) -> None:
+        _write_all(self.write_fd, encode_v1(message))
+
+    def recv_v1(self) -> tuple:
+        if self.timeout is not None:
+            self._wait_readable()
+        (size,) = _LEN.unpack(_read_exact(self.read_fd, 4, "v1 length prefix"))
+        if size <= 0:
+            raise ProtocolError(f"v1 length prefix {size} is not positive")
+        if size > self.max_payload + (1 << 20):
+            raise ProtocolError(f"v1 message of {size} bytes exceeds the limit of {self.max_payload} bytes")
+        return _unpickle_v1(_read_exact(self.read_fd, size, "v1 message"))
+
+    def _wait_readable(self) -> None:
+        import select
+
+        from .errors import SprintTimeoutError
+
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        if not poller.poll(int(self.timeout * 1000) + 1):
+            raise SprintTimeoutError(f"no answer from the child within {self.timeout} s")
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    # -- v2 control frames ----------------------------------------------------------------------
+
+    def _send_control(self, message: tuple) -> None:
+        payload = np.frombuffer(pickle.dumps(message, protocol=4), dtype=np.uint8)
+        framing.write_frame(self.write_fd, w.MSG_CONTROL, "", payload, seq=self._next_seq())
+
+    def _send_message(self, message: tuple) -> None:
+        if self.protocol == PROTOCOL_V2:
+            self._send_control(message)
+        else:
+            self.send_v1(message)
+
+    def _read_frame(self, out=None):
+        return framing.read_frame(self.read_fd, out=out, max_payload=self.max_payload, timeout=self.timeout)
+
+    @staticmethod
+    def _control_of(header, arr) -> tuple:
+        return _unpickle_v1(arr.tobytes() if arr is not None else b"")
+
+    # =========================================================================================
+    # Parent side
+
+    def handshake(self, name: str = "SprintSubprocessInstance", protocol: int = PROTOCOL_V2,
+                  options: Optional[dict] = None) -> int:
+        """Parent: sends v1 ``init``, checks the answer, switches to v2 when both ends can.
+
+        Returns the protocol in use. ``protocol=1`` stays on v1 whatever the child offers.
+        """
+        self.send_v1(("init", name, INIT_VERSION))
+        answer = self.recv_v1()
+        if answer[0] == "exception":
+            raise SprintRemoteError(f"the child refused init: {answer[1] if len(answer) > 1 else ''}")
+        if answer[0] != "ok" or len(answer) < 3 or answer[2] != INIT_VERSION:
+            raise ProtocolError(f"unexpected answer to init: {answer!r:.200}")
+        caps = answer[3] if len(answer) > 3 and isinstance(answer[3], dict) else {}
+        self.peer_capabilities = caps
+        if protocol >= PROTOCOL_V2 and PROTOCOL_V2 in caps.get("protocols", ()):
+            self.send_v1(("use_protocol", PROTOCOL_V2, dict(options or {})))
+            answer = self.recv_v1()
+            if answer[0] != "ok" or len(answer) < 2 or answer[1] != PROTOCOL_V2:
+                raise ProtocolError(f"the child did not accept protocol 2: {answer!r:.200}")
+            self.protocol = PROTOCOL_V2
+        return self.protocol
+
+    def send_loss_request(self, seg_name: str, posteriors: np.ndarray) -> None:
+        """Parent: asks for loss and error signal of one segment; posteriors (time, label) float32.
+
+        On v2 a row-strided slice of a (time, batch, label) batch is written row by row, uncopied.
+        """
+        if self.protocol == PROTOCOL_V2:
+            framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, posteriors, seq=self._next_seq())
+        else:
+            arr = np.ascontiguousarray(posteriors, dtype=np.float32)
+            self.send_v1(("get_loss_and_error_signal", seg_name, int(arr.shape[0]), arr))
+
+    def recv_loss_result(self, shape: Tuple[int, int], out: Optional[np.ndarray] = None
+                         ) -> Tuple[float, np.ndarray]:
+        """Parent: reads the answer to ``send_loss_request``: (loss, error signal of ``shape``).
+
+        With ``out`` (a (time, label) view, e.g. into the batch output) the error signal lands there.
+        A child-side exception raises SprintRemoteError; the link stays usable.
+        """
+        if self.protocol == PROTOCOL_V2:
+            header, arr = self._read_frame(out=out)
+            if header.msg_type == w.MSG_LOSS_RESULT:
+                if tuple(header.shape) != tuple(shape) or header.dtype != np.float32:
+                    raise ProtocolError(
+                        f"error signal of shape {header.shape} and dtype {header.dtype} does not match"
+                        f" the posteriors' shape {tuple(shape)} (float32)"
+                    )
+                return header.value, arr
+            self._raise_unexpected(header, arr, "LOSS_RESULT")
+        answer = self.recv_v1()
+        if answer[0] == "ok" and len(answer) == 3:
+            loss, err = answer[1], answer[2]
+            if not isinstance(err, np.ndarray) or err.shape != tuple(shape):
+                got = getattr(err, "shape", type(err).__name__)
+                raise ProtocolError(f"error signal of shape {got} does not match the posteriors' shape {shape}")
+            err = err.astype(np.float32, copy=False)
+            if out is not None:
+                out[...] = err
+                err = out
+            return float(loss), err
+        self._raise_v1_failure(answer)
+
+    def request_fsa(self, seg_name: str) -> Tuple[int, int, np.ndarray, np.ndarray]:
+        """Parent: RASR's allophone-state automaton of a segment:
+        (num_states, num_edges, edges uint32 (3*E,) from/to/emission rows, weights float32 (E,))."""
+        if self.protocol == PROTOCOL_V2:
+            framing.write_frame(self.write_fd, w.MSG_FSA_REQUEST, seg_name, None, seq=self._next_seq())
+            header, arr = self._read_frame()
+            if header.msg_type == w.MSG_FSA_RESULT:
+                if arr is None or arr.ndim != 2 or arr.shape[0] != 4 or arr.dtype != np.uint32:
+                    raise ProtocolError(f"FSA frame must carry a uint32 (4, E) array, got {header.shape}")
+                num_edges = arr.shape[1]
+                edges = np.ascontiguousarray(arr[:3]).reshape(-1)
+                weights = np.ascontiguousarray(arr[3]).view(np.float32)
+                return int(header.value), num_edges, edges, weights
+            self._raise_unexpected(header, arr, "FSA_RESULT")
+        self.send_v1(("export_allophone_state_fsa_by_segment_name", seg_name))
+        answer = self.recv_v1()
+        if answer[0] == "ok" and len(answer) == 5:
+            num_states, num_edges, edges, weights = answer[1:]
+            return int(num_states), int(num_edges), np.asarray(edges, np.uint32), np.asarray(weights, np.float32)
+        self._raise_v1_failure(answer)
+
+    def call(self, *message) -> tuple:
+        """Parent: any other command, answered with ("ok", ...); returns the results after "ok"."""
+        self._send_message(tuple(message))
+        if self.protocol == PROTOCOL_V2:
+            header, arr = self._read_frame()
+            if header.msg_type == w.MSG_CONTROL:
+                answer = self._control_of(header, arr)
+            else:
+                self._raise_unexpected(header, arr, "CONTROL")
+        else:
+            answer = self.recv_v1()
+        if answer[0] == "ok":
+            return answer[1:]
+        self._raise_v1_failure(answer)
+
+    def send_exit(self) -> None:
+        """Parent: asks the child to close its pipes and finish."""
+        if self.protocol == PROTOCOL_V2:
+            framing.write_frame(self.write_fd, w.MSG_EXIT, "", None, seq=self._next_seq())
+        else:
+            self.send_v1(("exit",))
+
+    def _raise_unexpected(self, header, arr, expected: str):
+        if header.msg_type == w.MSG_ERROR:
+            text = bytes(arr).decode("utf-8", "replace") if arr is not None else ""
+            raise SprintRemoteError(f"the child failed: {header.name}", text)
+        if header.msg_type == w.MSG_CONTROL:
+            self._raise_v1_failure(self._control_of(header, arr))
+        raise ProtocolError(f"expected a {expected} frame, got {w.MSG_NAMES.get(header.msg_type)}")
+
+    @staticmethod
+    def _raise_v1_failure(answer: tuple):
+        if answer[0] == "exception":
+            text = str(answer[1]) if len(answer) > 1 else ""
+            first = text.strip().splitlines()[-1] if text.strip() else "exception"
+            raise SprintRemoteError(f"the child failed: {first}", text)
+        raise ProtocolError(f"unexpected answer from the child: {answer!r:.200}")
+
+    # =========================================================================================
+    # Child side
+
+    def recv_command(self) -> tuple:
+        """Child: the next command as a v1-style tuple ``(cmd, *args)``, whatever the protocol.
+
+        v2 frames map to ``("get_loss_and_error_signal", seg_name, seg_len, posteriors)``,
+        ``("export_allophone_state_fsa_by_segment_name", seg_name)``, ``("exit",)`` or the tuple
+        of a CONTROL frame. Raises EOFError when the parent closed the pipe.
+        """
+        if self.protocol == PROTOCOL_V2:
+            header, arr = framing.read_frame(self.read_fd, max_payload=self.max_payload)
+            t = header.msg_type
+            if t == w.MSG_LOSS_REQUEST:
+                if arr is None or arr.ndim != 2 or arr.dtype != np.float32:
+                    raise ProtocolError(
+                        f"posteriors must be a float32 (time, label) matrix, got {header.shape} {header.dtype}"
+                    )
+                return ("get_loss_and_error_signal", header.name, arr.shape[0], arr)
+            if t == w.MSG_FSA_REQUEST:
+                return ("export_allophone_state_fsa_by_segment_name", header.name)
+            if t == w.MSG_EXIT:
+                return ("exit",)
+            if t == w.MSG_CONTROL:
+                return self._control_of(header, arr)
+            raise ProtocolError(f"a child does not expect {w.MSG_NAMES.get(t)} frames")
+        return self.recv_v1()
+
+    def reply_ok(self, *results) -> None:
+        """Child: a generic successful answer ("ok", *results)."""
+        self._send_message(("ok",) + results)
+
+    def reply_init(self, name: str, capabilities: dict) -> None:
+        """Child: answers v1 ``init`` byte-compatibly, announcing what it can do."""
+        self.send_v1(("ok", name, INIT_VERSION, capabilities))
+
+    def accept_protocol(self, version: int, options: Optional[dict] = None) -> None:
+        """Child: confirms a ``use_protocol`` request (in v1) and switches to ``version``."""
+        if version not in SUPPORTED_PROTOCOLS:
+            raise ProtocolError(f"unsupported protocol {version}: this side speaks {SUPPORTED_PROTOCOLS}")
+        self.send_v1(("ok", version, dict(options or {})))
+        self.protocol = version
+
+    def reply_loss(self, seg_name: str, loss: float, error_signal: np.ndarray, skipped: bool = False) -> None:
+        """Child: the answer to a loss request; ``error_signal`` (time, label) float32."""
+        if self.protocol == PROTOCOL_V2:
+            framing.write_frame(
+                self.write_fd, w.MSG_LOSS_RESULT, seg_name, error_signal, value=float(loss),
+                seq=self._next_seq(), flags=w.FLAG_SKIPPED if skipped else 0,
+            )
+        else:
+            self.send_v1(("ok", float(loss), np.ascontiguousarray(error_signal, dtype=np.float32)))
+
+    def reply_fsa(self, num_states: int, num_edges: int, edges: np.ndarray, weights: np.ndarray) -> None:
+        """Child: the answer to an FSA export request."""
+        edges = np.asarray(edges, dtype=np.uint32).reshape(3, num_edges)
+        weights = np.asarray(weights, dtype=np.float32).reshape(num_edges)
+        if self.protocol == PROTOCOL_V2:
+            packed = np.empty((4, num_edges), dtype=np.uint32)
+            packed[:3] = edges
+            packed[3] = weights.view(np.uint32)
+            framing.write_frame(self.write_fd, w.MSG_FSA_RESULT, "", packed, value=float(num_states),
+                                seq=self._next_seq())
+        else:
+            self.send_v1(("ok", int(num_states), int(num_edges), edges.reshape(-1), weights))
+
+    def reply_exception(self, kind: str, text: str) -> None:
+        """Child: a command failed; ``text`` carries the traceback. The link stays usable."""
+        if self.protocol == PROTOCOL_V2:
+            payload = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+            framing.write_frame(self.write_fd, w.MSG_ERROR, kind, payload, seq=self._next_seq())
+        else:
+            self.send_v1(("exception", _error_text(kind, text)))
+
+    def close(self) -> None:
+        """Closes both pipe ends (idempotent)."""
+        for attr in ("read_fd", "write_fd"):
+            fd = getattr(self, attr)
+            if fd is not None and fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, attr, -1)
