@@ -21,6 +21,36 @@ from .framing import IMPLEMENTATION
 
 __version__ = "0.1.0"
 
+# The Sprint-side API (what RASR calls on ``--*.pymod-name=sprint_control``) and the parent-side API
+# are loaded on first use, so that importing the package stays cheap inside RASR and in the parent.
+_LAZY = {
+    # Sprint side: the module RASR loads
+    "init": "control",
+    "getSegmentList": "control",
+    "SprintNnPythonLayer": "control",
+    "PythonControl": "control",
+    "print": "control",
+    # parent side: the training process
+    "SprintSubprocessInstance": "parent",
+    "SprintInstancePool": "parent",
+    "SprintPool": "parent",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sprint_control' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"sprint_control.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
     "IMPLEMENTATION",
     "ProtocolError",
