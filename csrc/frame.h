@@ -138,9 +138,11 @@ static inline int sc_header_check(const sc_frame_header *h, uint64_t max_payload
     /* prod(shape) * itemsize must equal payload_len; computed without overflow, since a
        lying header may claim shapes whose product wraps around. */
     uint64_t n = sc_dtype_itemsize(h->dtype);
-    for (int i = 0; i < h->ndim; i++) {
+    for (int i = 0; i < h->ndim; i++)
+        if (h->shape[i] == 0) n = 0; /* an empty array: no payload, whatever the other sides */
+    for (int i = 0; i < h->ndim && n != 0; i++) {
         uint64_t d = h->shape[i];
-        if (d != 0 && n > h->payload_len / d) return SC_ERR_PAYLOAD_MISMATCH;
+        if (n > h->payload_len / d) return SC_ERR_PAYLOAD_MISMATCH; /* would exceed (or wrap) */
         n *= d;
     }
     if (n != h->payload_len) return SC_ERR_PAYLOAD_MISMATCH;

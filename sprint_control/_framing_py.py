@@ -203,7 +203,10 @@ def read_header(
     fields = _read_header_fields(fd, max_payload, max_name, deadline)
     name_len = fields[6]
     tail = bytearray(name_len + w.name_padding(name_len))
-    _read_exact_into(fd, [memoryview(tail)], "segment name", deadline)
+    try:
+        _read_exact_into(fd, [memoryview(tail)], "segment name", deadline)
+    except TruncatedFrameError as exc:
+        raise TruncatedFrameError("segment name", name_len, min(exc.got, name_len)) from None
     return _make_header(fields, w.decode_name(bytes(tail[:name_len])))
 
 
