@@ -1,0 +1,547 @@
+"""``sprint-control bench``: the per-segment round trip measured side by side, in one run.
+
+For each size (time, label) of float32 posteriors this measures, interleaved so that all figures
+share the same machine state:
+
+- ``v2``:   the binary frames of protocol v2 (``Link.send_loss_request`` / ``recv_loss_result``);
+- ``v1``:   protocol v1 as it is used today: RETURNN's writer (pure-Python pickler, arrays as
+            ``make_numpy_ndarray_fromstring``) in both directions, read by our safe v1 reader;
+- ``v1c``:  protocol v1 with our own writer (the C pickler), for comparison;
+- ``bare``: bare ``os.writev``/``os.readv`` of the same bytes (a v2 header, the name, the array)
+            on the same kind of pipes, into buffers allocated once: the floor any protocol pays.
+
+A round trip = the parent sends the posteriors, the child answers with an error signal of the same
+shape that it derived from them (it negates the first frame in place, so the figures measure the
+transport, not arithmetic), and the parent has that answer as an ndarray. The child is the RASR
+emulator (``python -m sprint_control.emulator``) driven through ``SprintSubprocessInstance`` when that
+is installed, else the small pipe child of this module (``--pipe-child``).
+
+``--json FILE`` writes the same figures. The module also serves the asv suite in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _wire as w
+from . import framing
+from .protocol import PROTOCOL_V1, PROTOCOL_V2, Link, encode_v1
+
+log = logging.getLogger("sprint_control.bench")
+
+__all__ = [
+    "SIZES",
+    "TRANSPORTS",
+    "PipePeer",
+    "PipePool",
+    "derive_error_signal",
+    "expected_error_signal",
+    "measure_sizes",
+    "peak_rss_of_roundtrip",
+    "format_table",
+    "main",
+]
+
+#: (time, label) float32 sizes of the suite: a tiny one (per-message overhead) and real hybrid setups.
+SIZES: Tuple[Tuple[int, int], ...] = ((1, 1), (100, 4501), (300, 4501), (1000, 9001), (2000, 12001))
+#: Transports measured by ``measure_sizes``.
+TRANSPORTS: Tuple[str, ...] = ("v2", "v1", "v1c", "bare")
+
+_CHILD_TIMEOUT = 120.0
+_SEG = "bench/seg-0001"
+
+
+# ---------------------------------------------------------------------------------------------
+# What the child computes
+
+
+def derive_error_signal(posteriors: np.ndarray) -> float:
+    """The child's "criterion": negates the first frame in place and returns the loss (number of frames).
+
+    Cheap on purpose, so that a round trip measures the transport and not arithmetic.
+    """
+    if posteriors.shape[0]:
+        np.negative(posteriors[:1], out=posteriors[:1])
+    return float(posteriors.shape[0])
+
+
+def expected_error_signal(posteriors: np.ndarray) -> np.ndarray:
+    """What ``derive_error_signal`` makes of ``posteriors`` (computed on a copy, for checks)."""
+    out = np.array(posteriors, dtype=np.float32, copy=True)
+    if out.shape[0]:
+        out[0] = -out[0]
+    return out
+
+
+def make_posteriors(time_: int, labels: int, seed: int = 0) -> np.ndarray:
+    """A (time, label) float32 matrix with every page touched (random first frames, then a ramp)."""
+    rng = np.random.default_rng(seed)
+    arr = np.empty((time_, labels), dtype=np.float32)
+    arr[: min(time_, 4)] = rng.standard_normal((min(time_, 4), labels), dtype=np.float32)
+    if time_ > 4:
+        arr[4:] = np.arange(labels, dtype=np.float32)[None, :] * np.float32(1e-3)
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipe child (``python -m sprint_control.bench --pipe-child MODE READ_FD WRITE_FD``)
+
+
+def _write_all(fd: int, buffers: Sequence) -> None:
+    views = [memoryview(b).cast("B") for b in buffers]
+    views = [v for v in views if len(v)]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+def _read_all(fd: int, buffers: Sequence) -> bool:
+    """Fills every buffer; False on EOF before the first byte, EOFError on EOF inside."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    views = [v for v in views if len(v)]
+    first = True
+    while views:
+        n = os.readv(fd, views)
+        if n == 0:
+            if first:
+                return False
+            raise EOFError("pipe closed inside a message")
+        first = False
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+    return True
+
+
+def _child_link(read_fd: int, write_fd: int, v1_writer: str) -> int:
+    """The child for v1/v2: speaks the protocol through ``Link``'s child calls."""
+    link = Link(read_fd, write_fd)
+    try:
+        while True:
+            try:
+                cmd = link.recv_command()
+            except EOFError:
+                return 0
+            op = cmd[0]
+            if op == "init":
+                link.reply_init("sprint_control.bench", {"protocols": [PROTOCOL_V1, PROTOCOL_V2]})
+            elif op == "use_protocol":
+                link.accept_protocol(cmd[1], cmd[2] if len(cmd) > 2 else None)
+            elif op == "get_loss_and_error_signal":
+                seg_name, _seg_len, posteriors = cmd[1], cmd[2], cmd[3]
+                loss = derive_error_signal(posteriors)
+                if link.protocol == PROTOCOL_V1 and v1_writer == "returnn":
+                    _write_all(write_fd, [encode_v1(("ok", loss, posteriors), returnn_style=True)])
+                else:
+                    link.reply_loss(seg_name, loss, posteriors)
+            elif op == "exit":
+                return 0
+            else:
+                link.reply_exception("KeyError", f"unknown command {op!r}")
+    finally:
+        link.close()
+
+
+def _child_bare(read_fd: int, write_fd: int) -> int:
+    """The child for the baseline: bare readv/writev of [v2 header, name + padding, payload],
+    into one buffer allocated once and grown when needed."""
+    framing.grow_pipe(read_fd)
+    framing.grow_pipe(write_fd)
+    head = bytearray(w.HEADER_SIZE)
+    body = np.empty(0, dtype=np.uint8)
+    while True:
+        if not _read_all(read_fd, [head]):
+            return 0
+        fields = w.HEADER_STRUCT.unpack(head)
+        name_len, payload_len, shape = fields[6], fields[7], fields[10:13]
+        skip = name_len + w.name_padding(name_len)
+        if body.nbytes < skip + payload_len:
+            body = np.empty(skip + payload_len + 64, dtype=np.uint8)
+        view = body[: skip + payload_len]
+        _read_all(read_fd, [view])
+        if payload_len:
+            derive_error_signal(body[skip : skip + payload_len].view(np.float32).reshape(shape[0], shape[1]))
+        _write_all(write_fd, [head, view])
+
+
+def _child_main(argv: Sequence[str]) -> int:
+    mode, read_fd, write_fd = argv[0], int(argv[1]), int(argv[2])
+    v1_writer = argv[3] if len(argv) > 3 else "returnn"
+    if mode == "bare":
+        return _child_bare(read_fd, write_fd)
+    return _child_link(read_fd, write_fd, v1_writer)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent's end
+
+
+class PipePeer:
+    """One pipe child and the parent's end of its two pipes.
+
+    ``transport``: "v2", "v1" (RETURNN's writer both ways), "v1c" (our C-pickler writer) or "bare".
+    """
+
+    def __init__(self, transport: str = "v2", timeout: float = _CHILD_TIMEOUT):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r}: expected one of {TRANSPORTS}")
+        self.transport = transport
+        p2c_r, p2c_w = os.pipe()
+        c2p_r, c2p_w = os.pipe()
+        mode = "bare" if transport == "bare" else "link"
+        v1_writer = "returnn" if transport == "v1" else "c"
+        cmd = [sys.executable, "-m", "sprint_control.bench", "--pipe-child", mode, str(p2c_r), str(c2p_w),
+               v1_writer]
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=(p2c_r, c2p_w), close_fds=True)
+        finally:
+            os.close(p2c_r)
+            os.close(c2p_w)
+        self.read_fd, self.write_fd = c2p_r, p2c_w
+        self.link: Optional[Link] = None
+        self._bare_head = bytearray(w.HEADER_SIZE)
+        self._bare_skip = bytearray(0)
+        try:
+            if transport == "bare":
+                framing.grow_pipe(self.read_fd)
+                framing.grow_pipe(self.write_fd)
+            else:
+                self.link = Link(self.read_fd, self.write_fd, timeout=timeout)
+                wanted = PROTOCOL_V2 if transport == "v2" else PROTOCOL_V1
+                got = self.link.handshake("sprint_control.bench", protocol=wanted)
+                if got != wanted:
+                    raise RuntimeError(f"negotiated protocol {got}, wanted {wanted}")
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, posteriors: np.ndarray, seg_name: str = _SEG) -> None:
+        """Sends one loss request (the posteriors go out uncopied on v2 and bare)."""
+        if self.transport == "bare":
+            name_b = seg_name.encode("utf-8")
+            pad = w.name_padding(len(name_b))
+            shape = tuple(posteriors.shape) + (0,) * (w.MAX_NDIM - posteriors.ndim)
+            head = w.HEADER_STRUCT.pack(w.MAGIC, w.VERSION, w.MSG_LOSS_REQUEST, 1, posteriors.ndim, 0,
+                                        len(name_b), posteriors.nbytes, 0.0, 0, *shape)
+            bufs = [head, name_b + bytes(pad)]
+            if posteriors.flags.c_contiguous:
+                bufs.append(posteriors)
+            else:
+                bufs.extend(posteriors)  # rows of a strided slice, as v2 does
+            _write_all(self.write_fd, bufs)
+        elif self.transport == "v1":
+            arr = np.ascontiguousarray(posteriors, dtype=np.float32)
+            msg = ("get_loss_and_error_signal", seg_name, int(arr.shape[0]), arr)
+            _write_all(self.write_fd, [encode_v1(msg, returnn_style=True)])
+        else:
+            self.link.send_loss_request(seg_name, posteriors)
+
+    def receive(self, shape: Tuple[int, int], out: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
+        """Reads the answer to ``send``: (loss, error signal). ``out``: where it lands (else a fresh array)."""
+        if self.transport == "bare":
+            if out is None:
+                out = np.empty(shape, dtype=np.float32)
+            if not _read_all(self.read_fd, [self._bare_head]):
+                raise EOFError("the bench child closed its pipe")
+            fields = w.HEADER_STRUCT.unpack(self._bare_head)
+            skip = fields[6] + w.name_padding(fields[6])
+            if len(self._bare_skip) != skip:
+                self._bare_skip = bytearray(skip)
+            bufs = [self._bare_skip] + ([out] if out.flags.c_contiguous else list(out))
+            _read_all(self.read_fd, bufs)
+            return float(shape[0]), out
+        return self.link.recv_loss_result(shape, out=out)
+
+    def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
+        """One segment: send the posteriors, have the error signal back."""
+        self.send(posteriors)
+        return self.receive(posteriors.shape, out=out)
+
+    def close(self) -> None:
+        """Ends the child (exit message, then EOF) and reaps it; idempotent."""
+        if self.link is not None and self.proc.poll() is None:
+            try:
+                self.link.send_exit()
+            except OSError:
+                pass
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.read_fd = self.write_fd = -1
+        self.link = None
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> PipePeer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PipePool:
+    """``n`` v2 pipe children sharing a (time, batch, label) batch, longest sequences first.
+
+    The parent sends to every free child, then collects answers in the order they were sent, straight
+    into the batch output (row-strided views: no copy on either side of the pipe).
+    """
+
+    def __init__(self, n: int, transport: str = "v2"):
+        self.peers: List[PipePeer] = []
+        try:
+            for _ in range(n):
+                self.peers.append(PipePeer(transport))
+        except BaseException:
+            self.close()
+            raise
+
+    def run_batch(self, posteriors: np.ndarray, seq_lengths: Sequence[int],
+                  out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(loss (batch,), error signal (time, batch, label)) for one batch."""
+        batch = posteriors.shape[1]
+        if out is None:
+            out = np.zeros_like(posteriors)
+        loss = np.zeros(batch, dtype=np.float32)
+        order = sorted(range(batch), key=lambda b: -int(seq_lengths[b]))
+        pending: List[Tuple[PipePeer, int]] = []
+        free = list(self.peers)
+        while order or pending:
+            while order and free:
+                peer = free.pop(0)
+                b = order.pop(0)
+                peer.send(posteriors[: seq_lengths[b], b, :])
+                pending.append((peer, b))
+            peer, b = pending.pop(0)
+            t = int(seq_lengths[b])
+            loss[b], _ = peer.receive((t, posteriors.shape[2]), out=out[:t, b, :])
+            free.append(peer)
+        return loss, out
+
+    def close(self) -> None:
+        for p in self.peers:
+            p.close()
+        self.peers = []
+
+    def __enter__(self) -> PipePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _repeats_for(nbytes: int, budget: float) -> int:
+    """How many round trips fit a time budget, from a rough 0.5 GB/s guess for the slowest transport."""
+    guess = max(2 * nbytes / 0.5e9, 20e-6)
+    return int(min(max(budget / guess, 3), 2000))
+
+
+def measure_sizes(sizes: Sequence[Tuple[int, int]] = SIZES, transports: Sequence[str] = TRANSPORTS,
+                  budget: float = 1.0, repeats: Optional[int] = None, check: bool = True,
+                  peers: Optional[Dict[str, PipePeer]] = None) -> List[dict]:
+    """Round trips of every transport at every size, interleaved; one dict of figures per size.
+
+    Each round is one round trip per transport in turn, so a slow moment of a shared machine hits
+    all of them alike; medians over the rounds. ``check`` compares every answer with the expected one.
+    """
+    own = peers is None
+    if own:
+        peers = {}
+    rows = []
+    try:
+        for t in transports:
+            if t not in peers:
+                peers[t] = PipePeer(t)
+        for time_, labels in sizes:
+            post = make_posteriors(time_, labels)
+            nbytes = post.nbytes
+            n = repeats if repeats is not None else _repeats_for(nbytes, budget)
+            expected = expected_error_signal(post) if check else None
+            times: Dict[str, List[float]] = {t: [] for t in transports}
+            for t in transports:  # warm-up: first-touch costs of the pipes and the child's buffers
+                _, err = peers[t].roundtrip(post)
+                if check and not np.array_equal(err, expected):
+                    raise AssertionError(f"{t}: wrong error signal at size {(time_, labels)}")
+            for _ in range(n):
+                for t in transports:
+                    peer = peers[t]
+                    times[t].append(_timed(lambda: peer.roundtrip(post)))
+            row = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n}
+            for t in transports:
+                med = statistics.median(times[t])
+                row[t] = {"seconds": med, "segments_per_s": 1.0 / med, "gb_per_s": 2 * nbytes / med / 1e9}
+            if "v2" in row and "bare" in row:
+                row["v2_over_bare"] = row["v2"]["segments_per_s"] / row["bare"]["segments_per_s"]
+            if "v2" in row and "v1" in row:
+                row["v2_over_v1"] = row["v2"]["segments_per_s"] / row["v1"]["segments_per_s"]
+            if "v2" in row and "v1c" in row:
+                row["v2_over_v1c"] = row["v2"]["segments_per_s"] / row["v1c"]["segments_per_s"]
+            rows.append(row)
+            log.info("measured %s", row)
+    finally:
+        if own:
+            for p in peers.values():
+                p.close()
+    return rows
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def _rss_probe(argv: Sequence[str]) -> int:
+    """In a fresh process: the parent's peak RSS over one round trip, above its idle state."""
+    transport, time_, labels = argv[0], int(argv[1]), int(argv[2])
+    with PipePeer(transport) as peer:
+        peer.roundtrip(make_posteriors(1, 1))  # imports and first calls done before the baseline
+        base = _status_kib("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            reset = True
+        except OSError:
+            reset = False
+        post = make_posteriors(time_, labels)
+        _, err = peer.roundtrip(post)
+        peak = _status_kib("VmHWM")
+        ok = bool(np.array_equal(err, expected_error_signal(post)))
+    print(json.dumps({"transport": transport, "time": time_, "labels": labels, "base_kib": base,
+                      "peak_kib": peak, "hwm_reset": reset, "arrays_bytes": post.nbytes + err.nbytes,
+                      "correct": ok}))
+    return 0
+
+
+def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2") -> dict:
+    """Runs one round trip in a fresh process; returns its peak RSS growth (bytes) and the array bytes.
+
+    ``growth_bytes`` = peak RSS during the round trip minus the RSS before the posteriors existed;
+    ``arrays_bytes`` = input + output array bytes, what the growth cannot avoid.
+    """
+    out = subprocess.run([sys.executable, "-m", "sprint_control.bench", "--rss-probe", transport, str(time_),
+                          str(labels)], capture_output=True, text=True, timeout=300, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"rss probe failed ({out.returncode}): {out.stderr[-2000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["growth_bytes"] = (res["peak_kib"] - res["base_kib"]) * 1024
+    res["overhead_bytes"] = res["growth_bytes"] - res["arrays_bytes"]
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+def _fmt_rate(x: float) -> str:
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def format_table(rows: List[dict], transports: Sequence[str] = TRANSPORTS) -> str:
+    """One table a person can read: a row per size, segments/s and GB/s per transport, ratios, RSS."""
+    heads = ["size (T, L)", "MB each way"]
+    for t in transports:
+        heads += [f"{t} seg/s", f"{t} GB/s"]
+    heads += ["v2/bare", "v2/v1", "v2/v1c", "peak RSS MiB", "in+out MiB"]
+    lines = []
+    for r in rows:
+        cells = [f"({r['time']}, {r['labels']})", f"{r['bytes_each_way'] / 1e6:.2f}"]
+        for t in transports:
+            f = r.get(t)
+            cells += [_fmt_rate(f["segments_per_s"]), f"{f['gb_per_s']:.2f}"] if f else ["-", "-"]
+        for k in ("v2_over_bare", "v2_over_v1", "v2_over_v1c"):
+            cells.append(f"{r[k]:.2f}" if k in r else "-")
+        rss = r.get("peak_rss")
+        cells.append(f"{rss['growth_bytes'] / 2**20:.1f}" if rss else "-")
+        cells.append(f"{rss['arrays_bytes'] / 2**20:.1f}" if rss else "-")
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(heads)]
+    out = ["| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(heads)) + " |",
+           "|" + "|".join("-" * (wd + 2) for wd in widths) + "|"]
+    for c in lines:
+        out.append("| " + " | ".join(c[i].rjust(widths[i]) for i in range(len(heads))) + " |")
+    return "\n".join(out)
+
+
+def _parse_size(text: str) -> Tuple[int, int]:
+    try:
+        t, l_ = text.lower().replace("x", ",").split(",")
+        return int(t), int(l_)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be TIME,LABELS (e.g. 1000,9001), got {text!r}") from None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``sprint-control bench [--sizes T,L ...] [--budget S] [--json FILE]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--pipe-child"]:
+        return _child_main(argv[1:])
+    if argv[:1] == ["--rss-probe"]:
+        return _rss_probe(argv[1:])
+    ap = argparse.ArgumentParser(prog="sprint-control bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", nargs="+", type=_parse_size, default=list(SIZES), metavar="T,L",
+                    help="(time, label) sizes, float32 (default: the suite's five)")
+    ap.add_argument("--budget", type=float, default=1.0,
+                    help="rough seconds per size and transport (more rounds: steadier medians)")
+    ap.add_argument("--repeats", type=int, default=None, help="round trips per transport and size (overrides --budget)")
+    ap.add_argument("--transports", nargs="+", choices=TRANSPORTS, default=list(TRANSPORTS))
+    ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probe (one fresh process per size)")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    args = ap.parse_args(argv)
+    rows = measure_sizes(args.sizes, args.transports, budget=args.budget, repeats=args.repeats)
+    if not args.no_rss:
+        for r in rows:
+            r["peak_rss"] = peak_rss_of_roundtrip(r["time"], r["labels"], "v2")
+    print(f"sprint_control bench: framing core {framing.IMPLEMENTATION}, child: pipe child, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
+    print("round trip = parent sends (T, L) float32 posteriors, child answers a same-shape error signal;"
+          " medians; GB/s counts both directions")
+    print(format_table(rows, args.transports))
+    if args.json:
+        doc = {"implementation": framing.IMPLEMENTATION, "child": "pipe", "cpu_count": os.cpu_count(),
+               "python": platform.python_version(), "numpy": np.__version__, "rows": rows}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
