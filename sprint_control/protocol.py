@@ -22,7 +22,7 @@ import io
 import os
 import pickle
 import struct
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
@@ -108,7 +108,31 @@ def _safe_frombuffer(buf, dtype, shape, order="C", *args):
 def _safe_reconstruct(cls, shape, dtype_code):
     if cls is not np.ndarray:
         raise ProtocolError(f"v1 arrays must be numpy.ndarray, got {cls!r}")
+    # numpy pickles an empty placeholder and fills it in __setstate__, which checks the data size;
+    # a placeholder with a real shape would be allocated here, before any such check.
+    if not isinstance(shape, tuple) or len(shape) != 1 or shape[0] != 0:
+        raise ProtocolError(f"v1 array placeholder must have shape (0,), got {shape!r:.60}")
     return _reconstruct(cls, shape, dtype_code)
+
+
+def _safe_codecs_encode(obj, encoding="utf-8", errors="strict"):
+    if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
+        raise ProtocolError(f"v1 message uses _codecs.encode with {encoding!r}: only latin1 strings are allowed")
+    return codecs.encode(obj, encoding, errors)
+
+
+def _check_arrays(obj, depth: int = 0) -> None:
+    """Refuses object or non-numeric arrays anywhere in a decoded message (dtype state is set after
+    construction, so it is checked on the result)."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject or obj.dtype.kind not in "biufc":
+            raise ProtocolError(f"v1 message carries an array of dtype {obj.dtype}: only numeric arrays are allowed")
+    elif isinstance(obj, (tuple, list)) and depth < 4:
+        for item in obj:
+            _check_arrays(item, depth + 1)
+    elif isinstance(obj, dict) and depth < 4:
+        for item in obj.values():
+            _check_arrays(item, depth + 1)
 
 
 def _safe_scalar(dtype, data=None):
@@ -125,12 +149,17 @@ for _mod in ("numpy._core.numeric", "numpy.core.numeric"):
 _ALLOWED_GLOBALS[("numpy", "ndarray")] = np.ndarray
 _ALLOWED_GLOBALS[("numpy", "dtype")] = _checked_dtype
 _ALLOWED_GLOBALS[("returnn.util.task_system", "make_numpy_ndarray_fromstring")] = array_from_bytes
-_ALLOWED_GLOBALS[("_codecs", "encode")] = codecs.encode  # how protocol 2 pickles bytes
+_ALLOWED_GLOBALS[("_codecs", "encode")] = _safe_codecs_encode  # how protocol 2 pickles bytes
 
 
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     """An unpickler that resolves only the globals array messages need; anything else raises
-    ProtocolError before any code runs."""
+    ProtocolError before any code runs.
+
+    It builds on the pure-Python unpickler on purpose: the C one preallocates its memo table up to
+    the largest index a message names, so five bytes (``LONG_BINPUT 2**31``) would make it allocate
+    gigabytes. Messages have a handful of opcodes, so the pure-Python loop costs microseconds.
+    """
 
     def find_class(self, module: str, name: str):
         try:
@@ -215,6 +244,7 @@ def _unpickle_v1(payload) -> tuple:
         raise ProtocolError(f"undecodable v1 message: {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, tuple) or not obj or not isinstance(obj[0], str):
         raise ProtocolError(f"v1 message must be a tuple starting with a str, got {type(obj).__name__}")
+    _check_arrays(obj)
     return obj
 
 
@@ -267,7 +297,7 @@ class Link:
         self.protocol = PROTOCOL_V1
         self.max_payload = max_payload
         self.timeout = timeout
-        self.peer_capabilities: Dict[str, Any] = {}
+        self.peer_capabilities: dict[str, Any] = {}
         self.seq = 0
         framing.grow_pipe(write_fd)
         framing.grow_pipe(read_fd)
@@ -356,15 +386,18 @@ class Link:
             arr = np.ascontiguousarray(posteriors, dtype=np.float32)
             self.send_v1(("get_loss_and_error_signal", seg_name, int(arr.shape[0]), arr))
 
-    def recv_loss_result(self, shape: Tuple[int, int], out: Optional[np.ndarray] = None
-                         ) -> Tuple[float, np.ndarray]:
+    def recv_loss_result(self, shape: tuple[int, int], out: Optional[np.ndarray] = None
+                         ) -> tuple[float, np.ndarray]:
         """Parent: reads the answer to ``send_loss_request``: (loss, error signal of ``shape``).
 
         With ``out`` (a (time, label) view, e.g. into the batch output) the error signal lands there.
         A child-side exception raises SprintRemoteError; the link stays usable.
         """
         if self.protocol == PROTOCOL_V2:
-            header, arr = self._read_frame(out=out)
+            header = framing.read_header(self.read_fd, max_payload=self.max_payload, timeout=self.timeout)
+            # ``out`` only takes a LOSS_RESULT payload; an ERROR frame carries its own bytes
+            target = out if header.msg_type == w.MSG_LOSS_RESULT else None
+            arr = framing.read_payload(self.read_fd, header, out=target, timeout=self.timeout)
             if header.msg_type == w.MSG_LOSS_RESULT:
                 if tuple(header.shape) != tuple(shape) or header.dtype != np.float32:
                     raise ProtocolError(
@@ -386,7 +419,7 @@ class Link:
             return float(loss), err
         self._raise_v1_failure(answer)
 
-    def request_fsa(self, seg_name: str) -> Tuple[int, int, np.ndarray, np.ndarray]:
+    def request_fsa(self, seg_name: str) -> tuple[int, int, np.ndarray, np.ndarray]:
         """Parent: RASR's allophone-state automaton of a segment:
         (num_states, num_edges, edges uint32 (3*E,) from/to/emission rows, weights float32 (E,))."""
         if self.protocol == PROTOCOL_V2:

@@ -350,3 +350,27 @@ def test_loss_request_slices_land_in_the_batch_output(ends):
     assert not out[2:, 1].any() and not out[4:, 2].any()
     ends.parent.send_exit()
     t.join(5)
+
+
+def test_a_huge_memo_index_allocates_nothing():
+    # PROTO 4, LONG_BINPUT 2**31 - 1 on an empty tuple: the C unpickler would size its memo to that
+    body = b"\x80\x04)r\xff\xff\xff\x7f."
+    with pytest.raises(ProtocolError, match="must be a tuple starting with a str"):
+        protocol.decode_v1(struct.pack("<i", len(body)) + body)
+
+
+def test_array_placeholders_with_a_real_shape_are_refused():
+    class Placeholder:
+        def __reduce__(self):
+            return protocol._reconstruct, (np.ndarray, (2**40,), b"b")
+
+    data = pickle.dumps(("ok", Placeholder()), protocol=4)
+    with pytest.raises(ProtocolError, match=r"shape \(0,\)"):
+        protocol.decode_v1(struct.pack("<i", len(data)) + data)
+
+
+def test_codecs_encode_is_limited_to_latin1():
+    data = pickle.dumps(("ok", _Evil(__import__("codecs").encode, "abc", "rot13")), protocol=4)
+    data = data.replace(b"codecs", b"_codecs") if b"_codecs" not in data else data
+    with pytest.raises(ProtocolError):
+        protocol.decode_v1(struct.pack("<i", len(data)) + data)
