@@ -261,6 +261,7 @@ class SprintSubprocessInstance:
         self._cur_seg_name: Optional[str] = None
         self._cur_shape: Optional[Tuple[int, int]] = None
         self._lock = threading.RLock()
+        self._started = False
         if start:
             self.init()
 
@@ -307,7 +308,9 @@ class SprintSubprocessInstance:
         with self._lock:
             if self._proc is not None:
                 self.close()
+            if self._started:
                 self.restarts += 1
+            self._started = True
             self._spawn()
             self._handshake()
 
@@ -439,6 +442,16 @@ class SprintSubprocessInstance:
         proc = self._proc
         pid = proc.pid if proc is not None else None
         rc: Optional[int] = None
+        if isinstance(exc, ProtocolError) and not isinstance(exc, EOFError):
+            # a malformed answer: the stream is out of step and the child of no further use
+            self._kill()
+            err = SprintChildError(
+                f"Sprint child (pid {pid}) sent a malformed answer {what} and was stopped: {exc}",
+                proc.returncode if proc is not None else None, self.stderr_tail,
+            )
+            self.last_error = err
+            logger.warning("%s", str(err).splitlines()[0])
+            return err
         if proc is not None:
             try:
                 rc = proc.wait(timeout=2.0)
@@ -766,6 +779,7 @@ class SprintInstancePool:
                 fresh.append(inst)
             try:
                 for inst in fresh:
+                    inst._started = True
                     inst._spawn()
                 for inst in fresh:
                     inst._handshake()

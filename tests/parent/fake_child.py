@@ -47,6 +47,14 @@ def automaton(name):
     return n, edges.shape[1], edges.reshape(-1), np.array(wts, dtype=np.float32)
 
 
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
 def parse_args(argv):
     opts = {}
     for a in argv:
@@ -61,7 +69,8 @@ def main():
     opts, config = parse_args(sys.argv[1:])
     if "fake.argv-file" in opts:
         with open(opts["fake.argv-file"], "w") as f:
-            json.dump({"argv": sys.argv, "fds": sorted(int(x) for x in os.listdir("/proc/self/fd"))}, f)
+            listed = [int(x) for x in os.listdir("/proc/self/fd")]
+            json.dump({"argv": sys.argv, "fds": sorted(fd for fd in listed if _is_open(fd) and fd != f.fileno())}, f)
     protocols = [int(p) for p in opts.get("fake.protocols", "1,2").split(",")]
     link = Link(int(config["p2c_fd"]), int(config["c2p_fd"]))
     print("fake child started", file=sys.stderr, flush=True)
