@@ -27,11 +27,11 @@ import logging
 import os
 import platform
 import statistics
-import struct
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -55,9 +55,9 @@ __all__ = [
 ]
 
 #: (time, label) float32 sizes of the suite: a tiny one (per-message overhead) and real hybrid setups.
-SIZES: Tuple[Tuple[int, int], ...] = ((1, 1), (100, 4501), (300, 4501), (1000, 9001), (2000, 12001))
+SIZES: tuple[tuple[int, int], ...] = ((1, 1), (100, 4501), (300, 4501), (1000, 9001), (2000, 12001))
 #: Transports measured by ``measure_sizes``.
-TRANSPORTS: Tuple[str, ...] = ("v2", "v1", "v1c", "bare")
+TRANSPORTS: tuple[str, ...] = ("v2", "v1", "v1c", "bare")
 
 _CHILD_TIMEOUT = 120.0
 _SEG = "bench/seg-0001"
@@ -254,7 +254,7 @@ class PipePeer:
         else:
             self.link.send_loss_request(seg_name, posteriors)
 
-    def receive(self, shape: Tuple[int, int], out: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
+    def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
         """Reads the answer to ``send``: (loss, error signal). ``out``: where it lands (else a fresh array)."""
         if self.transport == "bare":
             if out is None:
@@ -270,7 +270,7 @@ class PipePeer:
             return float(shape[0]), out
         return self.link.recv_loss_result(shape, out=out)
 
-    def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
+    def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
         """One segment: send the posteriors, have the error signal back."""
         self.send(posteriors)
         return self.receive(posteriors.shape, out=out)
@@ -310,7 +310,7 @@ class PipePool:
     """
 
     def __init__(self, n: int, transport: str = "v2"):
-        self.peers: List[PipePeer] = []
+        self.peers: list[PipePeer] = []
         try:
             for _ in range(n):
                 self.peers.append(PipePeer(transport))
@@ -319,14 +319,14 @@ class PipePool:
             raise
 
     def run_batch(self, posteriors: np.ndarray, seq_lengths: Sequence[int],
-                  out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+                  out: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """(loss (batch,), error signal (time, batch, label)) for one batch."""
         batch = posteriors.shape[1]
         if out is None:
             out = np.zeros_like(posteriors)
         loss = np.zeros(batch, dtype=np.float32)
         order = sorted(range(batch), key=lambda b: -int(seq_lengths[b]))
-        pending: List[Tuple[PipePeer, int]] = []
+        pending: list[tuple[PipePeer, int]] = []
         free = list(self.peers)
         while order or pending:
             while order and free:
@@ -356,21 +356,15 @@ class PipePool:
 # Measuring
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def _repeats_for(nbytes: int, budget: float) -> int:
     """How many round trips fit a time budget, from a rough 0.5 GB/s guess for the slowest transport."""
     guess = max(2 * nbytes / 0.5e9, 20e-6)
     return int(min(max(budget / guess, 3), 2000))
 
 
-def measure_sizes(sizes: Sequence[Tuple[int, int]] = SIZES, transports: Sequence[str] = TRANSPORTS,
+def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence[str] = TRANSPORTS,
                   budget: float = 1.0, repeats: Optional[int] = None, check: bool = True,
-                  peers: Optional[Dict[str, PipePeer]] = None) -> List[dict]:
+                  peers: Optional[dict[str, PipePeer]] = None) -> list[dict]:
     """Round trips of every transport at every size, interleaved; one dict of figures per size.
 
     Each round is one round trip per transport in turn, so a slow moment of a shared machine hits
@@ -389,15 +383,16 @@ def measure_sizes(sizes: Sequence[Tuple[int, int]] = SIZES, transports: Sequence
             nbytes = post.nbytes
             n = repeats if repeats is not None else _repeats_for(nbytes, budget)
             expected = expected_error_signal(post) if check else None
-            times: Dict[str, List[float]] = {t: [] for t in transports}
+            times: dict[str, list[float]] = {t: [] for t in transports}
             for t in transports:  # warm-up: first-touch costs of the pipes and the child's buffers
                 _, err = peers[t].roundtrip(post)
                 if check and not np.array_equal(err, expected):
                     raise AssertionError(f"{t}: wrong error signal at size {(time_, labels)}")
             for _ in range(n):
                 for t in transports:
-                    peer = peers[t]
-                    times[t].append(_timed(lambda: peer.roundtrip(post)))
+                    t0 = time.perf_counter()
+                    peers[t].roundtrip(post)
+                    times[t].append(time.perf_counter() - t0)
             row = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n}
             for t in transports:
                 med = statistics.median(times[t])
@@ -475,7 +470,7 @@ def _fmt_rate(x: float) -> str:
     return f"{x:.2f}"
 
 
-def format_table(rows: List[dict], transports: Sequence[str] = TRANSPORTS) -> str:
+def format_table(rows: list[dict], transports: Sequence[str] = TRANSPORTS) -> str:
     """One table a person can read: a row per size, segments/s and GB/s per transport, ratios, RSS."""
     heads = ["size (T, L)", "MB each way"]
     for t in transports:
@@ -501,7 +496,7 @@ def format_table(rows: List[dict], transports: Sequence[str] = TRANSPORTS) -> st
     return "\n".join(out)
 
 
-def _parse_size(text: str) -> Tuple[int, int]:
+def _parse_size(text: str) -> tuple[int, int]:
     try:
         t, l_ = text.lower().replace("x", ",").split(",")
         return int(t), int(l_)
@@ -509,7 +504,7 @@ def _parse_size(text: str) -> Tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be TIME,LABELS (e.g. 1000,9001), got {text!r}") from None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """``sprint-control bench [--sizes T,L ...] [--budget S] [--json FILE]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--pipe-child"]:
