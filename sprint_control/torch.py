@@ -376,13 +376,16 @@ class FullSumLossFunction(torch.autograd.Function):
     """``forward(log_probs, seq_lengths, edges, weights, start_end_states)`` -> (batch,) ``-log sum_paths``.
 
     Forward pass in log space over the edge list (one edge per frame), batched over all sequences of the
-    merged automaton; backward runs the backward pass and returns ``-occupancy * grad`` for ``log_probs``.
+    merged automaton; backward runs the backward pass and returns ``-occupancy * grad`` for ``log_probs``
+    (and the summed edge occupancy for ``weights``, when they require a gradient).
     """
 
     @staticmethod
     def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):  # type: ignore[override]
         max_time, batch, num_labels = log_probs.shape
-        device, dtype = log_probs.device, log_probs.dtype
+        device = log_probs.device
+        # half precision cannot hold log-sums over long sequences: compute in float32 then
+        dtype = log_probs.dtype if log_probs.dtype in (torch.float32, torch.float64) else torch.float32
         edges = edges.to(device=device, dtype=torch.int64)
         src, dst, emission, seq = edges[0], edges[1], edges[2], edges[3]
         start_end = start_end_states.to(device=device, dtype=torch.int64)
@@ -390,7 +393,7 @@ class FullSumLossFunction(torch.autograd.Function):
         num_states = int(start_end[1].max().item()) + 1 if batch else 0
         state_seq = _state_sequences(start_end, num_states)
         # frame scores of each edge: log p(emission | t) - weight, (time, E)
-        scores = log_probs[:, seq, emission] - weights.to(device=device, dtype=dtype)
+        scores = log_probs.to(dtype)[:, seq, emission] - weights.to(device=device, dtype=dtype)
 
         alpha = torch.full((num_states,), float("-inf"), dtype=dtype, device=device)
         alpha[start_end[0]] = 0.0
@@ -404,7 +407,9 @@ class FullSumLossFunction(torch.autograd.Function):
         log_z = alpha[start_end[1]] if batch else alpha.new_zeros(0)
         ctx.save_for_backward(scores, alphas, edges, start_end, lens, log_z)
         ctx.shape = (max_time, batch, num_labels)
-        return -log_z
+        ctx.input_dtype = log_probs.dtype
+        ctx.weights_dtype, ctx.weights_device = weights.dtype, weights.device
+        return (-log_z).to(log_probs.dtype)
 
     @staticmethod
     @once_differentiable
@@ -416,7 +421,9 @@ class FullSumLossFunction(torch.autograd.Function):
         src, dst, emission, seq = edges[0], edges[1], edges[2], edges[3]
         grad_lp = torch.zeros((max_time, batch * num_labels), dtype=dtype, device=device)
         if batch == 0 or edges.shape[1] == 0:
-            return grad_lp.view(max_time, batch, num_labels), None, None, None, None
+            grad_w = torch.zeros(edges.shape[1], dtype=ctx.weights_dtype, device=ctx.weights_device)
+            grad_w = grad_w if ctx.needs_input_grad[3] else None
+            return grad_lp.view(max_time, batch, num_labels).to(ctx.input_dtype), None, None, grad_w, None
         state_seq = _state_sequences(start_end, num_states)
         # Sequences whose final state is unreachable have loss inf and get no gradient.
         reachable = torch.isfinite(log_z)
@@ -425,6 +432,7 @@ class FullSumLossFunction(torch.autograd.Function):
         column = seq * num_labels + emission
         edge_len = lens[seq]
 
+        grad_w = torch.zeros(edges.shape[1], dtype=dtype, device=device) if ctx.needs_input_grad[3] else None
         beta = torch.full((num_states,), float("-inf"), dtype=dtype, device=device)
         beta[start_end[1]] = 0.0
         for t in range(max_time - 1, -1, -1):
@@ -432,10 +440,14 @@ class FullSumLossFunction(torch.autograd.Function):
             log_xi = alphas[t][src] + scores[t] + beta[dst] - edge_log_z
             xi = torch.where(edge_len > t, torch.exp(log_xi), torch.zeros((), dtype=dtype, device=device))
             grad_lp[t].index_add_(0, column, -xi * edge_scale)
+            if grad_w is not None:
+                grad_w += xi * edge_scale  # the weight is a cost: d(-log Z)/d weight = +occupancy
             active = lens[state_seq] > t
             new = _scatter_logsumexp(scores[t] + beta[dst], src, num_states)
             beta = torch.where(active, new, beta)
-        return grad_lp.view(max_time, batch, num_labels), None, None, None, None
+        if grad_w is not None:
+            grad_w = grad_w.to(device=ctx.weights_device, dtype=ctx.weights_dtype)
+        return grad_lp.view(max_time, batch, num_labels).to(ctx.input_dtype), None, None, grad_w, None
 
 
 def fullsum_loss(
@@ -459,7 +471,8 @@ def fullsum_loss(
     :param start_end_states: (2, batch) start and final state of each sequence.
     :param weight_scale: multiplies the weights (RETURNN calls it the tdp scale).
     :return: (batch,) loss, ``inf`` where the final state cannot be reached (zero gradient there). The
-        gradient with respect to ``log_probs`` is minus the state occupancies.
+        gradient with respect to ``log_probs`` is minus the state occupancies; ``weights`` that require a
+        gradient (trainable transition costs) get their edge occupancies summed over time.
     """
     if log_probs.dim() != 3 or not log_probs.is_floating_point():
         raise ValueError(f"log_probs must be a floating (time, batch, label) tensor, got {tuple(log_probs.shape)}")

@@ -89,6 +89,28 @@ def test_gradcheck_with_weights_and_unnormalized_scores():
     assert torch.autograd.gradcheck(lambda v: fullsum_loss(v, LENS, edges, weights, start_end), (x,))
 
 
+def test_gradcheck_of_trainable_weights():
+    g = torch.Generator().manual_seed(7)
+    edges, _, start_end = _batch()
+    weights = torch.rand(edges.shape[1], generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(12, len(LABELS), N_LABELS, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda v, w: fullsum_loss(v, LENS, edges, w, start_end, weight_scale=0.5), (x, weights)
+    )
+
+
+def test_half_precision_input_is_computed_in_float32():
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(12, len(LABELS), N_LABELS, generator=g, dtype=torch.float64)
+    ref = fullsum_loss(torch.log_softmax(logits, -1), LENS, *_batch())
+    low = torch.log_softmax(logits, -1).to(torch.bfloat16).requires_grad_()
+    out = fullsum_loss(low, LENS, *_batch())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=5e-2)
+    out.sum().backward()
+    assert low.grad.dtype == torch.bfloat16 and torch.isfinite(low.grad.float()).all()
+
+
 def test_matches_per_sequence_reference_with_weights_and_scale():
     rng = np.random.default_rng(4)
     auts = []
