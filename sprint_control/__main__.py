@@ -1,0 +1,8 @@
+"""``python -m sprint_control``: the ``sprint-control`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The ``sprint-control`` console command (also ``python -m sprint_control``).
+
+Subcommands:
+
+- ``demo``: trains a tiny acoustic model with the criterion computed in a pool of Sprint children
+  (the bundled emulator unless ``--sprint-exec``), see ``sprint_control.demo``.
+- ``bench``: throughput of the link, see ``sprint_control.bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, Sequence
+
+from . import __version__
+
+logger = logging.getLogger("sprint_control.cli")
+
+
+def _bench(rest: List[str]) -> int:
+    try:
+        from . import bench
+    except ImportError as exc:
+        if getattr(exc, "name", None) not in ("sprint_control.bench", None):
+            raise
+        print("sprint-control bench: the benchmark module sprint_control.bench is not available"
+              f" in this installation ({exc})", file=sys.stderr)
+        return 2
+    rc = bench.main(rest)
+    return int(rc or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import demo
+
+    parser = argparse.ArgumentParser(
+        prog="sprint-control",
+        description="A fast, safe link between a Python training process and RASR (Sprint).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-v: info, -vv: debug, incl. the children's output)")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,bench}")
+    demo.build_parser(sub.add_parser("demo", help="train a tiny model with the loss computed inside Sprint"))
+    sub.add_parser("bench", help="measure the link's throughput (options: sprint-control bench --help)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``sprint-control``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # everything after "bench" belongs to the benchmark's own parser
+    if "bench" in argv:
+        i = argv.index("bench")
+        head, rest = argv[:i], argv[i + 1 :]
+        if all(a.startswith("-") for a in head):
+            args = parser.parse_args(head)
+            _setup_logging(args.verbose)
+            return _bench(rest)
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from . import demo
+
+    try:
+        return demo.run_from_args(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""``sprint-control demo``: trains a tiny acoustic model with the criterion computed "inside Sprint".
+
+No data and no RASR needed: a pool of emulator children (``python -m sprint_control.emulator``)
+plays RASR, both sides generate the same synthetic corpus from the seed, and the parent trains
+features -> linear -> log-softmax with plain SGD. Per batch the parent sends the log-posteriors
+(time, batch, label) to the pool; Sprint's criterion (CTC or an HMM full-sum over the segment's
+orthography) answers with losses and the error signal d loss / d activations, from which the
+parent takes the gradient of the linear layer: ``dW = sum_b features_b^T @ error_signal_b``.
+
+``run_demo`` returns the per-epoch figures (``DemoReport``); ``main`` is the console command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shlex
+import sys
+import time
+from typing import List, Optional, Sequence, TextIO
+
+import numpy as np
+
+from .parent import SprintPool
+
+logger = logging.getLogger("sprint_control.demo")
+
+CRITERIA = ("ctc", "fsa")
+
+
+@dataclasses.dataclass
+class EpochStats:
+    """Figures of one epoch. ``loss_per_frame`` averages Sprint's summed segment losses over the
+    frames of the segments it did not skip."""
+
+    epoch: int
+    loss_per_frame: float
+    segments: int
+    skipped: int
+    frames: int
+    seconds: float
+    sprint_seconds: float
+    mb_moved: float
+    protocol: int
+
+    @property
+    def segments_per_second(self) -> float:
+        return self.segments / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def mb_per_second(self) -> float:
+        """Array bytes over the pipes per second of time spent waiting for Sprint."""
+        return self.mb_moved / self.sprint_seconds if self.sprint_seconds > 0 else float("inf")
+
+
+@dataclasses.dataclass
+class DemoReport:
+    epochs: List[EpochStats]
+    instances: int
+    criterion: str
+    num_labels: int
+    feature_dim: int
+    num_segments: int
+    sprint_command: str
+
+    @property
+    def losses(self) -> List[float]:
+        return [e.loss_per_frame for e in self.epochs]
+
+    @property
+    def loss_fell(self) -> bool:
+        return len(self.epochs) >= 2 and self.losses[-1] < self.losses[0]
+
+
+def _log_softmax(a: np.ndarray) -> np.ndarray:
+    m = a.max(axis=-1, keepdims=True)
+    z = a - m
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _batches(order: np.ndarray, batch_size: int):
+    for i in range(0, len(order), batch_size):
+        yield order[i : i + batch_size]
+
+
+def run_demo(
+    *,
+    instances: int = 2,
+    segments: int = 500,
+    epochs: int = 5,
+    criterion: str = "ctc",
+    protocol: int = 2,
+    sprint_exec: Optional[str] = None,
+    sprint_args: Sequence[str] = (),
+    num_labels: Optional[int] = None,
+    seed: int = 0,
+    lr: float = 0.5,
+    batch_size: int = 16,
+    progress: bool = True,
+    out: Optional[TextIO] = None,
+    timeout: Optional[float] = 120.0,
+) -> DemoReport:
+    """Trains the demo model; prints per-epoch lines and a summary to ``out`` (None: silent)."""
+    from .emulator import criteria
+    from .emulator.corpus import synthetic_corpus
+
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if segments < 1 or epochs < 1 or batch_size < 1 or instances < 1:
+        raise ValueError("segments, epochs, batch size and instances must all be at least 1")
+
+    def say(text: str = "") -> None:
+        if out is not None:
+            print(text, file=out, flush=True)
+
+    corpus = synthetic_corpus(segments, seed=seed)
+    labels = int(num_labels) if num_labels else criteria.num_labels(criterion)
+    feat_dim = corpus.feature_dim
+    segs = corpus.segments
+
+    args: List[str] = []
+    if sprint_exec is None:
+        # the emulator generates the same corpus from the same seed and computes the criterion
+        args += [
+            f"--*.corpus.synthetic={segments}",
+            f"--*.corpus.seed={seed}",
+            f"--*.training-criterion={criterion}",
+            "--*.log-level=warning",
+        ]
+    args += [
+        "--*.action=python-control",
+        "--*.python-control-loop-type=python-control-loop",
+        "--*.input-in-log-space=true",
+    ]
+    args += list(sprint_args)
+
+    rng = np.random.default_rng([seed, 7])
+    W = (rng.standard_normal((feat_dim, labels)) * 0.01).astype(np.float32)
+    b = np.zeros((labels,), dtype=np.float32)
+    stats: List[EpochStats] = []
+
+    with SprintPool(instances, sprint_exec, args, protocol=protocol, timeout=timeout) as pool:
+        command = sprint_exec or "python -m sprint_control.emulator"
+        say(f"sprint-control demo: {segments} synthetic segments, {labels} labels ({criterion}),"
+            f" features {feat_dim}, {instances} Sprint children ({command}), protocol v{pool.protocol}")
+        for epoch in range(1, epochs + 1):
+            order = rng.permutation(len(segs))
+            started = time.perf_counter()
+            sprint_seconds = 0.0
+            bytes_before = pool.bytes_moved
+            loss_sum = 0.0
+            frames = 0
+            skipped = 0
+            bar = None
+            if progress and out is not None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(segs), desc=f"epoch {epoch}/{epochs}", unit="seg", file=out,
+                           leave=False, dynamic_ncols=True)
+            try:
+                for idxs in _batches(order, batch_size):
+                    batch = [segs[i] for i in idxs]
+                    lengths = np.array([s.num_frames for s in batch], dtype=np.int64)
+                    t_max = int(lengths.max())
+                    feats = np.zeros((t_max, len(batch), feat_dim), dtype=np.float32)
+                    for j, s in enumerate(batch):
+                        feats[: s.num_frames, j] = s.features
+                    log_post = _log_softmax(feats @ W + b)
+                    t0 = time.perf_counter()
+                    result = pool.compute(log_post, lengths, [s.name for s in batch])
+                    sprint_seconds += time.perf_counter() - t0
+                    ok = ~result.skipped
+                    skipped += int((~ok).sum())
+                    loss_sum += float(result.loss[ok].sum())
+                    frames += int(lengths[ok].sum())
+                    # skipped segments come back with a zero error signal: they add nothing
+                    err = result.error_signal
+                    n_frames = max(int(lengths[ok].sum()), 1)
+                    grad_W = np.einsum("tbf,tbl->fl", feats, err, optimize=True) / n_frames
+                    grad_b = err.sum(axis=(0, 1)) / n_frames
+                    W -= lr * grad_W
+                    b -= lr * grad_b
+                    if bar is not None:
+                        bar.update(len(batch))
+                        bar.set_postfix(loss=f"{loss_sum / max(frames, 1):.3f}")
+            finally:
+                if bar is not None:
+                    bar.close()
+            seconds = time.perf_counter() - started
+            e = EpochStats(
+                epoch=epoch,
+                loss_per_frame=loss_sum / max(frames, 1),
+                segments=len(segs),
+                skipped=skipped,
+                frames=frames,
+                seconds=seconds,
+                sprint_seconds=sprint_seconds,
+                mb_moved=(pool.bytes_moved - bytes_before) / 1e6,
+                protocol=pool.protocol or 1,
+            )
+            stats.append(e)
+            say(f"epoch {epoch}: loss/frame {e.loss_per_frame:.4f}  {e.segments_per_second:7.1f} seg/s"
+                f"  {e.mb_per_second:7.1f} MB/s ({e.mb_moved:.1f} MB)  protocol v{e.protocol}"
+                + (f"  skipped {e.skipped}" if e.skipped else ""))
+        report = DemoReport(stats, instances, criterion, labels, feat_dim, segments, command)
+
+    say()
+    say(format_summary(report))
+    return report
+
+
+def format_summary(report: DemoReport) -> str:
+    """The summary table printed at the end of the demo."""
+    head = ("epoch", "loss/frame", "skipped", "seg/s", "MB/s", "MB", "seconds", "protocol")
+    rows = [
+        (str(e.epoch), f"{e.loss_per_frame:.4f}", str(e.skipped), f"{e.segments_per_second:.1f}",
+         f"{e.mb_per_second:.1f}", f"{e.mb_moved:.1f}", f"{e.seconds:.2f}", f"v{e.protocol}")
+        for e in report.epochs
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    line = "-+-".join("-" * w for w in widths)
+    fmt = " | ".join("{:>%d}" % w for w in widths)
+    out = [fmt.format(*head), line] + [fmt.format(*r) for r in rows]
+    if report.epochs:
+        first, last = report.losses[0], report.losses[-1]
+        verdict = "fell" if last < first else "did NOT fall"
+        out.append("")
+        out.append(f"loss {verdict}: {first:.4f} -> {last:.4f} over {len(report.epochs)} epochs"
+                   f" ({report.instances} Sprint children, criterion {report.criterion})")
+    return "\n".join(out)
+
+
+def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="sprint-control demo")
+    p.description = ("Train a tiny acoustic model with the loss and error signal computed inside Sprint"
+                     " (the bundled RASR emulator unless --sprint-exec is given).")
+    p.add_argument("--instances", type=int, default=2, help="number of Sprint children (default 2)")
+    p.add_argument("--segments", type=int, default=500, help="synthetic corpus size (default 500)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    p.add_argument("--criterion", choices=CRITERIA, default="ctc", help="Sprint's training criterion")
+    p.add_argument("--protocol", type=int, choices=(1, 2), default=2,
+                   help="wire protocol: 2 (binary, default; falls back to 1 if the child lacks it) or 1")
+    p.add_argument("--sprint-exec", metavar="PATH", default=None,
+                   help="a real RASR nn-trainer instead of the emulator (its corpus must hold the"
+                        " synthetic segments; see --sprint-args)")
+    p.add_argument("--sprint-args", metavar="ARGS", default="",
+                   help="extra Sprint arguments, split like a shell (e.g. '--config=train.config')")
+    p.add_argument("--num-labels", type=int, default=None,
+                   help="label count of the model (default: what the emulator's criterion uses)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus and the model (default 0)")
+    p.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds to wait for each answer of a child (default 120)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_from_args(args, out=out)
+
+
+def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    out = out if out is not None else sys.stdout
+    report = run_demo(
+        instances=args.instances, segments=args.segments, epochs=args.epochs, criterion=args.criterion,
+        protocol=args.protocol, sprint_exec=args.sprint_exec, sprint_args=shlex.split(args.sprint_args),
+        num_labels=args.num_labels, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
+        progress=not args.no_progress, out=out, timeout=args.timeout,
+    )
+    return 0 if report.loss_fell or len(report.epochs) < 2 else 1
