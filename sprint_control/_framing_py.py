@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def _wait(fd: int, events: int, deadline: Optional[float]) -> None:
     raise SprintTimeoutError("timed out waiting on the pipe")
 
 
-def _sendable(array) -> Tuple[np.ndarray, int, list]:
+def _sendable(array) -> tuple[np.ndarray, int, list]:
     """(array as sent, wire dtype code, list of buffers covering its bytes in C order)."""
     arr = np.asarray(array)
     code = w.wire_dtype_code(arr.dtype)

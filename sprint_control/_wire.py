@@ -7,7 +7,7 @@ mirrors its numbers and owns the wording of every header error, so both twins sa
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class FrameHeader(NamedTuple):
     flags: int
     name: str
     dtype: Optional[np.dtype]
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     payload_len: int
     value: float
     seq: int
