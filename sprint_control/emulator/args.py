@@ -1,0 +1,215 @@
+"""RASR-style command-line parsing for the emulator.
+
+RASR takes ``--<selector>.<key>=<value>`` arguments, where the selector is a path of component
+names with ``*`` wildcards (``--*.pymod-name=x``, ``--neural-network-trainer.corpus.file=y``); a key
+given several times takes its last value. The emulator resolves an option by matching the trailing
+dot-separated components of each argument's key against the option name (``corpus.file`` matches
+``--*.corpus.file`` and ``--train.corpus.file``), the last match wins. Arguments that match no known
+option are kept, and each distinct one is logged once as ignored. ``--config=<file>`` reads a RASR
+config file (``key = value`` lines, ``[selector]`` sections, ``#`` comments); command-line
+arguments take precedence over it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+log = logging.getLogger("sprint_control.emulator.args")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str  # "bool" | "int" | "str" | "float" | "choice"
+    default: Any
+    help: str
+    choices: tuple = ()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("python-control-enabled", "bool", False,
+           "Call the module's init/init_segment/notify_segment_loss/exit in the segment-wise trainer "
+           "(action=supervised-segmentwise-training). action=python-control always uses PythonControl."),
+    Option("pymod-path", "str", "", "Directory prepended to sys.path before importing the module."),
+    Option("pymod-name", "str", "", "Name of the Python module to import (required)."),
+    Option("pymod-config", "str", "", "Config string passed as config= to init() and SprintNnPythonLayer()."),
+    Option("python-segment-order", "bool", False,
+           "Take the segment order from the module's getSegmentList() instead of the corpus order."),
+    Option("python-segment-order-pymod-path", "str", "",
+           "Directory for the segment-order module (default: pymod-path)."),
+    Option("python-segment-order-pymod-name", "str", "",
+           "Module providing getSegmentList (default: pymod-name)."),
+    Option("python-segment-order-config", "str", "", "config= passed to getSegmentList (default: pymod-config)."),
+    Option("python-segment-order-allow-copy", "bool", True,
+           "Accepted for compatibility; a segment yielded twice is processed twice either way."),
+    Option("action", "choice", "python-control",
+           "python-control: NnTrainer with PythonControl; supervised-segmentwise-training: segment-wise "
+           "trainer with a PythonLayer (flow B).",
+           ("python-control", "supervised-segmentwise-training")),
+    Option("python-control-loop-type", "choice", "python-control-loop",
+           "python-control-loop: hand control to run_control_loop(); iterate-corpus: feed the corpus "
+           "through init_processing/process_segment (flow A).",
+           ("python-control-loop", "iterate-corpus")),
+    Option("training-criterion", "choice", "ctc",
+           "Criterion behind calculate_criterion and the trainer.",
+           ("ctc", "fsa", "full-sum", "cross-entropy", "bench", "none")),
+    Option("input-in-log-space", "bool", True,
+           "Flow B: the layer's output are log-posteriors (else probabilities)."),
+    Option("extract-features", "bool", True, "Flow A: pass features to process_segment (else None, input_dim=-1)."),
+    Option("extract-alignments", "bool", False,
+           "Flow A: pass the corpus alignment to process_segment (output_dim = label count)."),
+    Option("version-number", "str", "5",
+           "version_number passed to init() and answered by callback('version_number'); 'none' acts like an "
+           "old RASR that passes neither version_number nor callback to init()."),
+    Option("corpus.file", "str", "", "Corpus file (text or JSON, see docs/emulator.md)."),
+    Option("corpus.synthetic", "int", 0, "Generate a synthetic corpus of N segments (used when no corpus.file)."),
+    Option("corpus.seed", "int", 0, "Seed for the synthetic corpus and for generated features."),
+    Option("corpus.name", "str", "", "Corpus name (passed as corpusName to getSegmentList)."),
+    Option("corpus.feature-dim", "int", 40, "Feature dimension of generated features."),
+    Option("corpus.min-frames", "int", 20, "Synthetic corpus: minimum frames per segment."),
+    Option("corpus.max-frames", "int", 200, "Synthetic corpus: maximum frames per segment."),
+    Option("corpus.max-symbols", "int", 6, "Synthetic corpus: maximum symbols per orthography."),
+    Option("corpus.noise", "float", 0.5, "Standard deviation of the noise added to the label embedding."),
+    Option("corpus.num-labels", "int", 0,
+           "Label count of the bench/none criteria and flow-B output dimension for them (0: the HMM count)."),
+    Option("lexicon.alphabet", "str", "", "The lexicon's symbols as one string (default 'abcdefghij')."),
+    Option("lexicon.alphabet-size", "int", 0,
+           "Use a generated alphabet of N symbols (a-z, then CJK characters); overrides lexicon.alphabet."),
+    Option("lexicon.states-per-symbol", "int", 3, "HMM states per symbol."),
+    Option("lexicon.silence", "bool", True, "Optional silence before, between and after words (HMM topology)."),
+    Option("log-level", "choice", "info", "Log verbosity on stderr.", ("debug", "info", "warning", "error")),
+    Option("quiet", "bool", False, "Only errors on stderr (same as log-level=error)."),
+)
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+class ArgumentError(ValueError):
+    """A malformed argument or an option value of the wrong type."""
+
+
+def _parse_value(opt: Option, raw: str) -> Any:
+    v = raw.strip()
+    if opt.kind == "bool":
+        if v.lower() in _TRUE:
+            return True
+        if v.lower() in _FALSE:
+            return False
+        raise ArgumentError(f"option {opt.name}: expected a boolean (true/false), got {raw!r}")
+    if opt.kind == "int":
+        try:
+            return int(v)
+        except ValueError:
+            raise ArgumentError(f"option {opt.name}: expected an integer, got {raw!r}") from None
+    if opt.kind == "float":
+        try:
+            return float(v)
+        except ValueError:
+            raise ArgumentError(f"option {opt.name}: expected a number, got {raw!r}") from None
+    if opt.kind == "choice":
+        if v not in opt.choices:
+            raise ArgumentError(f"option {opt.name}: expected one of {', '.join(opt.choices)}, got {raw!r}")
+        return v
+    return raw
+
+
+def _matches(key: str, name: str) -> bool:
+    parts = key.split(".")
+    want = name.split(".")
+    return len(parts) >= len(want) and parts[-len(want):] == want
+
+
+def read_config_file(path: str) -> list[tuple[str, str]]:
+    """``key = value`` entries of a RASR config file, with ``[selector]`` section prefixes."""
+    entries: list[tuple[str, str]] = []
+    section = ""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1].strip()
+                continue
+            if "=" not in line:
+                raise ArgumentError(f"{path}:{lineno}: expected 'key = value', got {line!r}")
+            k, v = line.split("=", 1)
+            k = k.strip()
+            entries.append((f"{section}.{k}" if section else k, v.strip()))
+    return entries
+
+
+class Config:
+    """The parsed arguments: ordered (key, value) entries; options resolve to the last match."""
+
+    def __init__(self, entries: list[tuple[str, str]], positional: Optional[list[str]] = None):
+        self.entries = list(entries)
+        self.positional = list(positional or [])
+        self._values: dict[str, Any] = {}
+        self._given: set[str] = set()
+        for opt in OPTIONS:
+            raw = None
+            for key, value in self.entries:
+                if _matches(key, opt.name):
+                    raw = value
+            if raw is None:
+                self._values[opt.name] = opt.default
+            else:
+                self._values[opt.name] = _parse_value(opt, raw)
+                self._given.add(opt.name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+    def given(self, name: str) -> bool:
+        return name in self._given
+
+    def unknown_keys(self) -> list[str]:
+        """Distinct keys that match no known option, in first-seen order."""
+        out: list[str] = []
+        for key, _ in self.entries:
+            if key == "config" or key in out:
+                continue
+            if not any(_matches(key, o.name) for o in OPTIONS):
+                out.append(key)
+        return out
+
+
+def parse_args(argv: list[str]) -> Config:
+    """Parses RASR-style arguments (``--key=value``, ``--*.key=value``, ``--config=file``)."""
+    cli: list[tuple[str, str]] = []
+    files: list[tuple[str, str]] = []
+    positional: list[str] = []
+    for arg in argv:
+        if not arg.startswith("--"):
+            positional.append(arg)
+            continue
+        body = arg[2:]
+        key, sep, value = body.partition("=")
+        key = key.strip()
+        if not key:
+            raise ArgumentError(f"malformed argument {arg!r}: expected --key=value")
+        if not sep:
+            value = "true"  # a bare --flag sets a boolean
+        if key == "config":
+            files.extend(read_config_file(value))
+            continue
+        cli.append((key, value))
+    return Config(files + cli, positional)
+
+
+def option_table_markdown() -> str:
+    """The option table of docs/emulator.md."""
+    lines = ["| option | type | default | meaning |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        kind = " \\| ".join(o.choices) if o.kind == "choice" else o.kind
+        default = "" if o.default == "" else str(o.default).lower() if o.kind == "bool" else str(o.default)
+        lines.append(f"| `{o.name}` | {kind} | `{default}` | {o.help} |")
+    return "\n".join(lines)
