@@ -1,0 +1,88 @@
+"""The demo trains for real: its loss falls, over both protocols; the console command prints the
+per-epoch lines and the summary; ``bench`` is dispatched to its module."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("sprint_control.emulator.criteria", reason="the emulator is not in this tree")
+
+from sprint_control import cli  # noqa: E402
+from sprint_control.demo import format_summary, run_demo  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+@pytest.mark.parametrize("protocol,criterion", [(2, "ctc"), (1, "fsa")])
+def test_demo_loss_falls(protocol, criterion):
+    out = io.StringIO()
+    report = run_demo(instances=2, segments=40, epochs=3, criterion=criterion, protocol=protocol,
+                      batch_size=8, progress=False, out=out)
+    losses = report.losses
+    assert len(losses) == 3
+    assert losses[2] < losses[1] < losses[0], losses
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(e.protocol == protocol and e.segments == 40 and e.skipped == 0 for e in report.epochs)
+    assert all(e.mb_moved > 0 and e.frames > 0 for e in report.epochs)
+    text = out.getvalue()
+    assert text.count("epoch ") >= 3 and "loss fell" in text
+    assert format_summary(report) in text
+
+
+def test_cli_demo_prints_epochs_and_summary(capsys):
+    rc = cli.main(["demo", "--instances", "1", "--segments", "24", "--epochs", "2", "--batch-size", "6",
+                   "--no-progress", "--seed", "3"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    epochs = re.findall(r"^epoch (\d+): loss/frame ([\d.]+) +([\d.]+) seg/s +([\d.]+) MB/s .* protocol v2$",
+                        text, re.M)
+    assert [e[0] for e in epochs] == ["1", "2"]
+    assert float(epochs[1][1]) < float(epochs[0][1])
+    assert re.search(r"^epoch \| loss/frame \| skipped \|", text, re.M)
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "sprint_control", "demo", "--segments", "8", "--epochs", "2",
+                           "--instances", "1", "--batch-size", "4"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "loss fell" in proc.stdout
+    assert "epoch 1/2" in proc.stdout  # the tqdm bar (it writes to the same stream)
+
+
+def test_cli_without_command_and_bench_dispatch(capsys, monkeypatch):
+    assert cli.main([]) == 2
+    seen = {}
+
+    class FakeBench:
+        @staticmethod
+        def main(args):
+            seen["args"] = args
+            return 0
+
+    monkeypatch.setitem(sys.modules, "sprint_control.bench", FakeBench)
+    import sprint_control
+
+    monkeypatch.setattr(sprint_control, "bench", FakeBench, raising=False)
+    assert cli.main(["bench", "--sizes", "100,88", "--repeats", "1"]) == 0
+    assert seen["args"] == ["--sizes", "100,88", "--repeats", "1"]
+
+
+def test_cli_bench_missing_module(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sprint_control.bench", None)  # import fails
+    import sprint_control
+
+    monkeypatch.delattr(sprint_control, "bench", raising=False)
+    assert cli.main(["bench"]) == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_demo_rejects_bad_options():
+    with pytest.raises(ValueError, match="criterion"):
+        run_demo(criterion="mmi", out=None)
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--protocol", "3"])
