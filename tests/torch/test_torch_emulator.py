@@ -1,0 +1,201 @@
+"""The PyTorch bridge against the RASR emulator: its criteria in-process, then real pools of emulator children."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", minversion="2.0")
+
+from torch_testlib import FakePool  # noqa: E402
+
+from sprint_control.emulator import criteria  # noqa: E402
+from sprint_control.emulator.corpus import synthetic_corpus  # noqa: E402
+from sprint_control.torch import (  # noqa: E402
+    AutomataCache,
+    automata_for_batch,
+    fullsum_loss,
+    fullsum_loss_for_batch,
+    sprint_loss,
+)
+
+N_SEGMENTS = 6
+SEED = 3
+CORPUS = synthetic_corpus(N_SEGMENTS, seed=SEED, min_frames=12, max_frames=30, max_symbols=3)
+
+
+def _batch(segs, num_labels, seed=0, dtype=torch.float32):
+    """Padded features (T, B, F), lengths, tags and random logits (T, B, L) for a list of segments."""
+    lens = [s.num_frames for s in segs]
+    t_max = max(lens)
+    feats = np.zeros((t_max, len(segs), CORPUS.feature_dim), np.float32)
+    for b, s in enumerate(segs):
+        feats[: s.num_frames, b] = s.features
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(t_max, len(segs), num_labels, generator=g, dtype=dtype)
+    return torch.from_numpy(feats), lens, [s.name for s in segs], logits
+
+
+def _emulator_pool(criterion, dtype=np.float64):
+    """An in-process pool on the emulator's criteria; float64 so finite differences are meaningful."""
+
+    def crit(name, lp):
+        loss, tgt = criteria.targets(criterion, lp, orthography=CORPUS.get(name).orthography)
+        if loss is None:
+            return None, None
+        return loss, np.exp(np.asarray(lp, np.float64)) - tgt
+
+    def aut(name):
+        n, _, e, w = criteria.automaton(criterion, CORPUS.get(name).orthography).export()
+        return n, e.reshape(3, -1), w
+
+    return FakePool(crit, aut, dtype=dtype)
+
+
+# -- in process: the emulator's criteria ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("criterion", ["ctc", "fsa"])
+def test_gradcheck_sprint_loss_on_the_emulators_criterion(criterion):
+    segs = CORPUS.segments[:2]
+    _, lens, tags, logits = _batch(segs, criteria.num_labels(criterion), dtype=torch.float64)
+    pool = _emulator_pool(criterion)
+    logits.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: sprint_loss(x, lens, tags, pool, posterior_dtype=torch.float64), (logits,), eps=1e-6, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("criterion", ["ctc", "fsa"])
+def test_fullsum_over_exported_automata_equals_the_emulators_criterion(criterion):
+    # Two implementations of one quantity: the emulator's forward-backward per segment, and the bridge's
+    # batched torch forward-backward over the automata the emulator exports.
+    segs = CORPUS.segments
+    _, lens, tags, logits = _batch(segs, criteria.num_labels(criterion), seed=1, dtype=torch.float64)
+    pool = _emulator_pool(criterion)
+    logits.requires_grad_()
+    ours = fullsum_loss_for_batch(logits, lens, tags, pool)
+    theirs = sprint_loss(logits, lens, tags, pool, posterior_dtype=torch.float64)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+    (g_ours,) = torch.autograd.grad(ours.sum(), logits)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), logits)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-7, atol=1e-9)
+
+
+# -- real pools of emulator children ----------------------------------------------------------------------
+
+
+def _sprint_pool(criterion="ctc", instances=2, **kwargs):
+    from sprint_control.parent import SprintPool
+
+    args = [
+        f"--*.corpus.synthetic={N_SEGMENTS}",
+        f"--*.corpus.seed={SEED}",
+        "--*.corpus.min-frames=12",
+        "--*.corpus.max-frames=30",
+        "--*.corpus.max-symbols=3",
+        f"--*.training-criterion={criterion}",
+        "--*.log-level=warning",
+    ]
+    return SprintPool(instances, sprint_args=args, timeout=60, start_timeout=60, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ctc_pool():
+    pool = _sprint_pool("ctc")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_sprint_loss_through_children_matches_the_criterion(ctc_pool, monkeypatch):
+    assert ctc_pool.protocol == 2
+    # No pickle on the path once the link speaks v2.
+    import sprint_control.protocol as protocol
+
+    def no_pickle(*a, **k):
+        raise AssertionError("pickle used on the loss path")
+
+    for mod, name in [(pickle, "dumps"), (pickle, "loads"), (protocol, "encode_v1"), (protocol, "_unpickle_v1")]:
+        monkeypatch.setattr(mod, name, no_pickle)
+    _, lens, tags, logits = _batch(CORPUS.segments, criteria.num_labels("ctc"), seed=2)
+    logits.requires_grad_()
+    loss = sprint_loss(logits, lens, tags, ctc_pool)
+    scale = torch.linspace(0.5, 2.0, len(tags))
+    (loss * scale).sum().backward()
+    monkeypatch.undo()
+    ref = _emulator_pool("ctc", np.float32)
+    ref_logits = logits.detach().clone().requires_grad_()
+    ref_loss = sprint_loss(ref_logits, lens, tags, ref)
+    (ref_loss * scale).sum().backward()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-5)
+    for b, t in enumerate(lens):
+        assert torch.all(logits.grad[t:, b] == 0)
+
+
+def test_automata_through_children_equal_the_numpy_api_and_feed_the_fullsum(ctc_pool):
+    tags = [s.name for s in CORPUS.segments]
+    ref = ctc_pool.get_automata_for_batch(tags)
+    cache = AutomataCache()
+    for index_dtype in (torch.int64, torch.int32):
+        aut = automata_for_batch(tags, ctc_pool, cache=cache, index_dtype=index_dtype)
+        assert aut.edges.dtype == index_dtype
+        np.testing.assert_array_equal(aut.edges.numpy(), ref[0].astype(np.int64))
+        np.testing.assert_array_equal(aut.weights.numpy(), ref[1])
+        np.testing.assert_array_equal(aut.start_end_states.numpy(), ref[2].astype(np.int64))
+    assert cache.misses == len(tags) and cache.hits == len(tags)
+    # RASR's automata through the torch full-sum give RASR's own criterion.
+    _, lens, tags, logits = _batch(CORPUS.segments, criteria.num_labels("ctc"), seed=4)
+    fs = fullsum_loss(torch.log_softmax(logits, -1), lens, *automata_for_batch(tags, ctc_pool, cache=cache))
+    torch.testing.assert_close(fs, sprint_loss(logits, lens, tags, ctc_pool), rtol=1e-4, atol=1e-3)
+
+
+def test_concurrent_losses_from_two_threads(ctc_pool):
+    n_labels = criteria.num_labels("ctc")
+    jobs = [_batch(CORPUS.segments[i::2], n_labels, seed=10 + i) for i in range(2)]
+    expected = [sprint_loss(lg, ln, tg, _emulator_pool("ctc", np.float32)) for _, ln, tg, lg in jobs]
+    results, errors = [None, None], []
+
+    def run(i):
+        try:
+            _, ln, tg, lg = jobs[i]
+            for _ in range(3):
+                results[i] = sprint_loss(lg, ln, tg, ctc_pool)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not errors and not any(th.is_alive() for th in threads)
+    for got, exp in zip(results, expected):
+        torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_three_step_training_loop_through_the_emulator(protocol):
+    # A tiny model trained by RASR's (emulated) criterion: the loss of the batch falls step by step.
+    torch.manual_seed(0)
+    n_labels = criteria.num_labels("ctc")
+    feats, lens, tags, _ = _batch(CORPUS.segments, n_labels)
+    model = torch.nn.Linear(CORPUS.feature_dim, n_labels)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    with _sprint_pool("ctc", protocol=protocol) as pool:
+        assert pool.protocol == protocol
+        for _ in range(3):
+            loss = sprint_loss(model(feats), lens, tags, pool)
+            assert torch.isfinite(loss).all()
+            total = loss.sum() / sum(lens)
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            losses.append(total.item())
+    assert losses[0] > losses[1] > losses[2], losses
