@@ -522,7 +522,8 @@ class PythonControl:
         :param str name: the segment name (bytes are decoded as UTF-8)
         :param str|bytes|None orthography: its orthography (RASR passes bytes; decoded as UTF-8)
         :param features: RASR's features (dim, time), unused
-        :param alignment: RASR's alignment (time,), passed on to the criterion as a float32 vector
+        :param alignment: RASR's alignment (time,) (when it extracts alignments), passed on to the criterion
+            as a float32 vector instead of the orthography (RASR accepts only one of the two)
         :param soft_alignment: unused
         """
         name = _as_str(name, "segment name")
@@ -593,13 +594,14 @@ class PythonControl:
             output_error_type=output_error_type,
             segment_name=str(seg_name),
         )
-        if orthography is not None:
+        if alignment is not None:
+            # RASR takes the alignment as a float vector (a uint32 array ends RASR with a fatal error), and
+            # refuses an orthography next to it: an alignment is the more specific of the two.
+            kwargs["alignment"] = np.ascontiguousarray(alignment, dtype=np.float32)
+        elif orthography is not None:
             if not isinstance(orthography, str):
                 raise TypeError(f"orthography must be str for RASR, got {type(orthography).__name__}")
             kwargs["orthography"] = orthography
-        if alignment is not None:
-            # RASR takes the alignment as a float vector; a uint32 array ends RASR with a fatal error.
-            kwargs["alignment"] = np.ascontiguousarray(alignment, dtype=np.float32)
         result = callback("calculate_criterion", **kwargs)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise TypeError(f"calculate_criterion must return (loss, error_signal), got {result!r:.200}")

@@ -107,6 +107,8 @@ class FakeSprintCallback:
             raise ValueError(f"criterion failed on {segment_name}")
         if segment_name in self.discard:
             return None, None
+        if alignment is not None and orthography is not None:
+            raise ValueError("provide either an alignment or the orthography, but not both")
         labels, frames = posteriors.shape
         if alignment is not None:
             if alignment.dtype not in (np.float32, np.float64):
@@ -136,8 +138,10 @@ def sprint_init(config: str, callback: Callable, unit: str = "NnTrainer.pythonCo
     )
 
 
-def drive_flow_a(config: str, callback: FakeSprintCallback, orthographies: dict, log: list) -> None:
-    """RASR's NnTrainer with iterate-corpus and the python segment order."""
+def drive_flow_a(config: str, callback: FakeSprintCallback, orthographies: dict, log: list,
+                 alignments: Optional[dict] = None) -> None:
+    """RASR's NnTrainer with iterate-corpus and the python segment order (alignments: RASR extracts
+    them and passes them as uint32 vectors)."""
     ctl = sprint_init(config, callback)
     ctl.init_processing(input_dim=-1, output_dim=-1)
     for name in control.getSegmentList(corpusName="corpus", segmentList=[], config=config, segmentsInfo=None):
@@ -145,7 +149,9 @@ def drive_flow_a(config: str, callback: FakeSprintCallback, orthographies: dict,
         log.append(name)
         orth = orthographies.get(name)
         ctl.process_segment(name=name, orthography=None if orth is None else orth.encode("utf-8"),
-                            speaker_name=None, features=None, alignment=None, soft_alignment=None)
+                            speaker_name=None, features=None,
+                            alignment=None if alignments is None else alignments[name].astype(np.uint32),
+                            soft_alignment=None)
     ctl.exit()
 
 

@@ -85,7 +85,8 @@ def test_pymod_name_package_imports_the_api(tmp_path):
 
     code = (
         "import importlib; m = importlib.import_module('sprint_control');"
-        "print(all(callable(getattr(m, n)) for n in ('init','getSegmentList','SprintNnPythonLayer','PythonControl','print')))"
+        "names = ('init', 'getSegmentList', 'SprintNnPythonLayer', 'PythonControl', 'print');"
+        "print(all(callable(getattr(m, n)) for n in names))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "True"

@@ -52,6 +52,28 @@ def test_flow_a_criterion_via_callback(link_pair, proto):
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)
+def test_flow_a_with_rasr_alignments(link_pair, proto):
+    """RASR's uint32 alignment goes to the criterion as a float vector, without the orthography."""
+    rng = np.random.default_rng(12)
+    segs = _segments(rng, labels=5)
+    alignments = {name: rng.integers(0, 5, size=post.shape[0]) for name, post in segs}
+    cb = FakeSprintCallback()
+    t = link_pair.start(drive_flow_a, link_pair.config, cb, ORTHS, [], alignments)
+    link_pair.parent.handshake(protocol=proto)
+    for name, post in segs:
+        link_pair.parent.send_loss_request(name, post)
+        loss, err = link_pair.parent.recv_loss_result(post.shape)
+        expected_loss, expected_err = reference_ce(post, alignments[name])
+        assert loss == pytest.approx(expected_loss, rel=1e-5)
+        np.testing.assert_allclose(err, expected_err, atol=1e-5)
+    link_pair.parent.send_exit()
+    t.finish()
+    for cmd, kw in cb.calls:
+        if cmd == "calculate_criterion":
+            assert kw["alignment"].dtype == np.float32 and "orthography" not in kw
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
 def test_flow_a_exponentiates_when_sprint_does_not_know_log_space(link_pair, proto):
     rng = np.random.default_rng(2)
     cb = FakeSprintCallback()
