@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from . import __version__
 
 logger = logging.getLogger("sprint_control.cli")
 
 
-def _bench(rest: List[str]) -> int:
+def _bench(rest: list[str]) -> int:
     try:
         from . import bench
     except ImportError as exc:

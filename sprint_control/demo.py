@@ -18,7 +18,8 @@ import logging
 import shlex
 import sys
 import time
-from typing import List, Optional, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Optional, TextIO
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class EpochStats:
 
 @dataclasses.dataclass
 class DemoReport:
-    epochs: List[EpochStats]
+    epochs: list[EpochStats]
     instances: int
     criterion: str
     num_labels: int
@@ -65,7 +66,7 @@ class DemoReport:
     sprint_command: str
 
     @property
-    def losses(self) -> List[float]:
+    def losses(self) -> list[float]:
         return [e.loss_per_frame for e in self.epochs]
 
     @property
@@ -119,7 +120,7 @@ def run_demo(
     feat_dim = corpus.feature_dim
     segs = corpus.segments
 
-    args: List[str] = []
+    args: list[str] = []
     if sprint_exec is None:
         # the emulator generates the same corpus from the same seed and computes the criterion
         args += [
@@ -138,7 +139,7 @@ def run_demo(
     rng = np.random.default_rng([seed, 7])
     W = (rng.standard_normal((feat_dim, labels)) * 0.01).astype(np.float32)
     b = np.zeros((labels,), dtype=np.float32)
-    stats: List[EpochStats] = []
+    stats: list[EpochStats] = []
 
     with SprintPool(instances, sprint_exec, args, protocol=protocol, timeout=timeout) as pool:
         command = sprint_exec or "python -m sprint_control.emulator"
@@ -220,7 +221,7 @@ def format_summary(report: DemoReport) -> str:
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = "-+-".join("-" * w for w in widths)
-    fmt = " | ".join("{:>%d}" % w for w in widths)
+    fmt = " | ".join("{:>" + str(w) + "}" for w in widths)
     out = [fmt.format(*head), line] + [fmt.format(*r) for r in rows]
     if report.epochs:
         first, last = report.losses[0], report.losses[-1]

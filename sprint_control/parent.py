@@ -35,10 +35,12 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from . import framing
 from .errors import (
     ProtocolError,
     SprintChildError,
@@ -74,7 +76,7 @@ def default_module_path() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def emulator_command() -> List[str]:
+def emulator_command() -> list[str]:
     """The command line that starts the bundled RASR emulator with this interpreter."""
     return [sys.executable, "-m", "sprint_control.emulator"]
 
@@ -92,7 +94,7 @@ def _describe_exit(returncode: Optional[int]) -> str:
 
 
 # Instances alive in this process, closed at interpreter exit (weak: a dropped instance is not kept).
-_LIVE: "weakref.WeakSet[SprintSubprocessInstance]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[SprintSubprocessInstance] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -116,7 +118,7 @@ class _OutputDrain:
         self.fd = fd
         self.label = label
         self.echo = echo
-        self.lines: Deque[str] = collections.deque(maxlen=max_lines)
+        self.lines: collections.deque[str] = collections.deque(maxlen=max_lines)
         self.thread = threading.Thread(target=self._run, name=f"{label} output", daemon=True)
         self.thread.start()
 
@@ -162,7 +164,7 @@ class _OutputDrain:
         return "\n".join(self.lines)
 
 
-def _as_exec_args(path: ExecPath) -> List[str]:
+def _as_exec_args(path: ExecPath) -> list[str]:
     if isinstance(path, (str, os.PathLike)):
         exe = os.fspath(path)
         if os.sep not in exe:
@@ -259,7 +261,7 @@ class SprintSubprocessInstance:
         self._link: Optional[Link] = None
         self._drain: Optional[_OutputDrain] = None
         self._cur_seg_name: Optional[str] = None
-        self._cur_shape: Optional[Tuple[int, int]] = None
+        self._cur_shape: Optional[tuple[int, int]] = None
         self._lock = threading.RLock()
         self._started = False
         if start:
@@ -282,7 +284,7 @@ class SprintSubprocessInstance:
         """The last lines the child wrote to stdout/stderr."""
         return self._drain.tail() if self._drain is not None else ""
 
-    def build_sprint_args(self, c2p_fd: int, p2c_fd: int) -> List[str]:
+    def build_sprint_args(self, c2p_fd: int, p2c_fd: int) -> list[str]:
         """The child's command line for the given child-side fds (reference section 1)."""
         config = f"c2p_fd:{c2p_fd},p2c_fd:{p2c_fd},minPythonControlVersion:{self.minPythonControlVersion}"
         if self.sprintControlConfig:
@@ -535,7 +537,7 @@ class SprintSubprocessInstance:
         return bool(poller.poll(0))
 
     def get_loss_and_error_signal__read(self, out: Optional[np.ndarray] = None
-                                        ) -> Tuple[str, float, np.ndarray]:
+                                        ) -> tuple[str, float, np.ndarray]:
         """Reads the pending answer: ``(seg_name, loss, error_signal)``, error signal of the
         posteriors' shape. With ``out`` (a (time, label) float32 view with contiguous rows) it is
         read straight into ``out`` (v2) and ``out`` is returned."""
@@ -559,14 +561,14 @@ class SprintSubprocessInstance:
         return seg_name, float(loss), err
 
     def get_loss_and_error_signal(self, seg_name: Union[str, bytes], log_posteriors: np.ndarray,
-                                  out: Optional[np.ndarray] = None) -> Tuple[str, float, np.ndarray]:
+                                  out: Optional[np.ndarray] = None) -> tuple[str, float, np.ndarray]:
         """``__send`` then ``__read`` in one call."""
         post = np.asarray(log_posteriors)
         self.get_loss_and_error_signal__send(seg_name, post.shape[0], post)
         return self.get_loss_and_error_signal__read(out=out)
 
     def export_allophone_state_fsa(self, seg_name: Union[str, bytes]
-                                   ) -> Tuple[int, int, np.ndarray, np.ndarray]:
+                                   ) -> tuple[int, int, np.ndarray, np.ndarray]:
         """Sprint's automaton of one segment: (num_states, num_edges, edges uint32 (3*E,), weights (E,))."""
         if isinstance(seg_name, bytes):
             seg_name = seg_name.decode("utf-8")
@@ -685,7 +687,7 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _tag_names(tags: Any, n_batch: Optional[int] = None) -> List[str]:
+def _tag_names(tags: Any, n_batch: Optional[int] = None) -> list[str]:
     """Segment names from a list of str/bytes or an array (str, bytes, or uint8 (batch, max_len))."""
     if isinstance(tags, np.ndarray) and tags.dtype == np.uint8 and tags.ndim == 2:
         names = [bytes(row).rstrip(b"\0").decode("utf-8") for row in tags]
@@ -702,10 +704,10 @@ def _tag_names(tags: Any, n_batch: Optional[int] = None) -> List[str]:
     return names
 
 
-def schedule_longest_first(seq_lengths: Sequence[int], num_instances: int) -> List[List[int]]:
+def schedule_longest_first(seq_lengths: Sequence[int], num_instances: int) -> list[list[int]]:
     """Greedy split of a batch: longest sequence first, each to the least-loaded instance."""
     order = sorted(range(len(seq_lengths)), key=lambda b: (-int(seq_lengths[b]), b))
-    jobs: List[List[int]] = [[] for _ in range(num_instances)]
+    jobs: list[list[int]] = [[] for _ in range(num_instances)]
     load = [0] * num_instances
     for b in order:
         j = min(range(num_instances), key=lambda i: (load[i], i))
@@ -721,14 +723,15 @@ class SprintInstancePool:
     ``SprintSubprocessInstance`` (``sprintExecPath``, ``sprintConfigStr``, ... and the extras such
     as ``protocol`` or ``timeout``). Children start on first use; ``start()`` starts all at once.
     Options: ``restart_dead`` (default True) restarts a child that died before the next batch;
-    ``gather`` (default False) sends each sequence as a contiguous copy instead of row by row.
+    ``gather`` sends each sequence as a contiguous copy instead of row by row from the batch (default
+    None: row by row with the compiled framing core, a copy with its pure-Python twin).
     """
 
     class_lock = threading.RLock()
-    global_instances: Dict[Any, "SprintInstancePool"] = {}
+    global_instances: dict[Any, SprintInstancePool] = {}
 
     @classmethod
-    def get_global_instance(cls, sprint_opts: Mapping[str, Any]) -> "SprintInstancePool":
+    def get_global_instance(cls, sprint_opts: Mapping[str, Any]) -> SprintInstancePool:
         """The one pool for these options in this process (created on first call)."""
         key = _hashable(sprint_opts)
         with cls.class_lock:
@@ -745,9 +748,13 @@ class SprintInstancePool:
         if self.max_num_instances < 1:
             raise ValueError(f"numInstances must be at least 1, got {self.max_num_instances}")
         self.restart_dead = bool(opts.pop("restart_dead", True))
-        self.gather = bool(opts.pop("gather", False))
+        gather = opts.pop("gather", None)
+        # Measured (docs/parent-side.md): the compiled core's writev of row pointers beats a gather
+        # copy (up to 2x for thousands of labels, equal for 88); the pure-Python twin's os.writev over
+        # one memoryview per row loses to one copy.
+        self.gather = (framing.IMPLEMENTATION != "cython") if gather is None else bool(gather)
         self.sprint_opts = opts
-        self.instances: List[SprintSubprocessInstance] = []
+        self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.segments_done = 0
@@ -769,7 +776,7 @@ class SprintInstancePool:
             raise SprintControlError("this pool is closed")
         return SprintSubprocessInstance(**self.sprint_opts, start=start)
 
-    def start(self) -> "SprintInstancePool":
+    def start(self) -> SprintInstancePool:
         """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
         with self.lock:
             fresh = []
@@ -816,7 +823,7 @@ class SprintInstancePool:
                     return inst
             return self._maybe_create_new_instance()
 
-    def _run_parallel(self, fn, jobs: List[List[int]]) -> None:
+    def _run_parallel(self, fn, jobs: list[list[int]]) -> None:
         """Runs ``fn(instance, idxs)`` for every non-empty job, one thread per instance; raises the
         first failure after all have finished (so no thread writes into a returned array)."""
         active = [(i, job) for i, job in enumerate(jobs) if job]
@@ -840,7 +847,7 @@ class SprintInstancePool:
             raise errors[0][1]
 
     def get_batch_loss_and_error_signal(self, log_posteriors: np.ndarray, seq_lengths: Sequence[int],
-                                        tags: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+                                        tags: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Loss (batch,) float32 and error signal (time, batch, label) float32 of a batch.
 
         ``log_posteriors`` (time, batch, label), ``seq_lengths`` (batch,), ``tags`` the segment
@@ -865,7 +872,7 @@ class SprintInstancePool:
         error_signal = np.zeros(post.shape, dtype=np.float32)
         gather = self.gather
 
-        def work(inst: SprintSubprocessInstance, idxs: List[int]) -> None:
+        def work(inst: SprintSubprocessInstance, idxs: list[int]) -> None:
             for b in idxs:
                 t = int(lengths[b])
                 seq = post[:t, b]
@@ -885,17 +892,17 @@ class SprintInstancePool:
         self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * 4
         return loss, error_signal
 
-    def get_automata_for_batch(self, tags: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def get_automata_for_batch(self, tags: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One automaton for the batch: ``(edges uint32 (4, E), weights float32 (E,),
         start_end_states uint32 (2, batch))``; edge rows are from, to, emission index, sequence
         index, with each sequence's states offset by the states of the sequences before it."""
         names = _tag_names(tags)
-        parts: List[Optional[Tuple[int, int, np.ndarray, np.ndarray]]] = [None] * len(names)
-        jobs: List[List[int]] = [[] for _ in range(self.max_num_instances)]
+        parts: list[Optional[tuple[int, int, np.ndarray, np.ndarray]]] = [None] * len(names)
+        jobs: list[list[int]] = [[] for _ in range(self.max_num_instances)]
         for b in range(len(names)):
             jobs[b % self.max_num_instances].append(b)
 
-        def work(inst: SprintSubprocessInstance, idxs: List[int]) -> None:
+        def work(inst: SprintSubprocessInstance, idxs: list[int]) -> None:
             for b in idxs:
                 parts[b] = inst.export_allophone_state_fsa(names[b])
 
@@ -930,8 +937,8 @@ class SprintInstancePool:
         self.close()
 
 
-def merge_automata(parts: Sequence[Tuple[int, int, np.ndarray, np.ndarray]]
-                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_automata(parts: Sequence[tuple[int, int, np.ndarray, np.ndarray]]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merges per-sequence automata ``(num_states, num_edges, edges (3*E,), weights (E,))`` into
     RETURNN's batch layout (see ``SprintInstancePool.get_automata_for_batch``)."""
     total_edges = sum(int(p[1]) for p in parts)
@@ -987,7 +994,7 @@ class SprintPool(SprintInstancePool):
         echo_output: bool = False,
         env: Optional[Mapping[str, str]] = None,
         restart_dead: bool = True,
-        gather: bool = False,
+        gather: Optional[bool] = None,
         start: bool = True,
     ):
         super().__init__(dict(

@@ -11,7 +11,8 @@ and automata whose size follows from the segment name: ``num_states = len(name) 
 Behaviour switches (Sprint-style args): ``--fake.protocols=1,2``, ``--fake.crash-on=SEG`` (exits
 with status 3 after printing to stderr), ``--fake.segv-on=SEG`` (kills itself with SIGSEGV),
 ``--fake.error-on=SEG`` (answers with an exception), ``--fake.sleep-on=SEG`` (sleeps 30 s),
-``--fake.skip-on=SEG`` (loss inf, zero error signal), ``--fake.argv-file=PATH`` (writes its argv
+``--fake.skip-on=SEG`` (loss inf, zero error signal), ``--fake.echo=true`` (answers the posteriors
+themselves, loss 0: transport only), ``--fake.argv-file=PATH`` (writes its argv
 and open fds there), ``--fake.ignore-exit=true`` (keeps running after exit until killed).
 """
 
@@ -99,6 +100,9 @@ def main():
                 continue
             if seg == opts.get("fake.skip-on"):
                 link.reply_loss(seg, math.inf, np.zeros_like(x), skipped=True)
+                continue
+            if opts.get("fake.echo") == "true":  # no computation: for measuring the transport
+                link.reply_loss(seg, 0.0, x)
                 continue
             loss, err = criterion(x)
             link.reply_loss(seg, loss, err)
