@@ -35,9 +35,7 @@ def _check(log_probs, num_states, edges_from, edges_to, edges_label, weights, st
         if e_from.min() < 0 or e_from.max() >= num_states or e_to.min() < 0 or e_to.max() >= num_states:
             raise ValueError(f"edge state index out of range for {num_states} states")
         if e_label.min() < 0 or e_label.max() >= log_probs.shape[1]:
-            raise ValueError(
-                f"edge label out of range: labels must be < {log_probs.shape[1]} (columns of log_probs)"
-            )
+            raise ValueError(f"edge label out of range: labels must be < {log_probs.shape[1]} (columns of log_probs)")
     return log_probs, num_states, e_from, e_to, e_label, w, int(start), int(final)
 
 

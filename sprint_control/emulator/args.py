@@ -32,40 +32,71 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("python-control-enabled", "bool", False,
-           "Call the module's init/init_segment/notify_segment_loss/exit in the segment-wise trainer "
-           "(action=supervised-segmentwise-training). action=python-control always uses PythonControl."),
+    Option(
+        "python-control-enabled",
+        "bool",
+        False,
+        "Call the module's init/init_segment/notify_segment_loss/exit in the segment-wise trainer "
+        "(action=supervised-segmentwise-training). action=python-control always uses PythonControl.",
+    ),
     Option("pymod-path", "str", "", "Directory prepended to sys.path before importing the module."),
     Option("pymod-name", "str", "", "Name of the Python module to import (required)."),
     Option("pymod-config", "str", "", "Config string passed as config= to init() and SprintNnPythonLayer()."),
-    Option("python-segment-order", "bool", False,
-           "Take the segment order from the module's getSegmentList() instead of the corpus order."),
-    Option("python-segment-order-pymod-path", "str", "",
-           "Directory for the segment-order module (default: pymod-path)."),
-    Option("python-segment-order-pymod-name", "str", "",
-           "Module providing getSegmentList (default: pymod-name)."),
+    Option(
+        "python-segment-order",
+        "bool",
+        False,
+        "Take the segment order from the module's getSegmentList() instead of the corpus order.",
+    ),
+    Option(
+        "python-segment-order-pymod-path", "str", "", "Directory for the segment-order module (default: pymod-path)."
+    ),
+    Option("python-segment-order-pymod-name", "str", "", "Module providing getSegmentList (default: pymod-name)."),
     Option("python-segment-order-config", "str", "", "config= passed to getSegmentList (default: pymod-config)."),
-    Option("python-segment-order-allow-copy", "bool", True,
-           "Accepted for compatibility; a segment yielded twice is processed twice either way."),
-    Option("action", "choice", "python-control",
-           "python-control: NnTrainer with PythonControl; supervised-segmentwise-training: segment-wise "
-           "trainer with a PythonLayer (flow B).",
-           ("python-control", "supervised-segmentwise-training")),
-    Option("python-control-loop-type", "choice", "python-control-loop",
-           "python-control-loop: hand control to run_control_loop(); iterate-corpus: feed the corpus "
-           "through init_processing/process_segment (flow A).",
-           ("python-control-loop", "iterate-corpus")),
-    Option("training-criterion", "choice", "ctc",
-           "Criterion behind calculate_criterion and the trainer.",
-           ("ctc", "fsa", "full-sum", "cross-entropy", "bench", "none")),
-    Option("input-in-log-space", "bool", True,
-           "Flow B: the layer's output are log-posteriors (else probabilities)."),
+    Option(
+        "python-segment-order-allow-copy",
+        "bool",
+        True,
+        "Accepted for compatibility; a segment yielded twice is processed twice either way.",
+    ),
+    Option(
+        "action",
+        "choice",
+        "python-control",
+        "python-control: NnTrainer with PythonControl; supervised-segmentwise-training: segment-wise "
+        "trainer with a PythonLayer (flow B).",
+        ("python-control", "supervised-segmentwise-training"),
+    ),
+    Option(
+        "python-control-loop-type",
+        "choice",
+        "python-control-loop",
+        "python-control-loop: hand control to run_control_loop(); iterate-corpus: feed the corpus "
+        "through init_processing/process_segment (flow A).",
+        ("python-control-loop", "iterate-corpus"),
+    ),
+    Option(
+        "training-criterion",
+        "choice",
+        "ctc",
+        "Criterion behind calculate_criterion and the trainer.",
+        ("ctc", "fsa", "full-sum", "cross-entropy", "bench", "none"),
+    ),
+    Option("input-in-log-space", "bool", True, "Flow B: the layer's output are log-posteriors (else probabilities)."),
     Option("extract-features", "bool", True, "Flow A: pass features to process_segment (else None, input_dim=-1)."),
-    Option("extract-alignments", "bool", False,
-           "Flow A: pass the corpus alignment to process_segment (output_dim = label count)."),
-    Option("version-number", "str", "5",
-           "version_number passed to init() and answered by callback('version_number'); 'none' acts like an "
-           "old RASR that passes neither version_number nor callback to init()."),
+    Option(
+        "extract-alignments",
+        "bool",
+        False,
+        "Flow A: pass the corpus alignment to process_segment (output_dim = label count).",
+    ),
+    Option(
+        "version-number",
+        "str",
+        "5",
+        "version_number passed to init() and answered by callback('version_number'); 'none' acts like an "
+        "old RASR that passes neither version_number nor callback to init().",
+    ),
     Option("corpus.file", "str", "", "Corpus file (text or JSON, see docs/emulator.md)."),
     Option("corpus.synthetic", "int", 0, "Generate a synthetic corpus of N segments (used when no corpus.file)."),
     Option("corpus.seed", "int", 0, "Seed for the synthetic corpus and for generated features."),
@@ -75,11 +106,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("corpus.max-frames", "int", 200, "Synthetic corpus: maximum frames per segment."),
     Option("corpus.max-symbols", "int", 6, "Synthetic corpus: maximum symbols per orthography."),
     Option("corpus.noise", "float", 0.5, "Standard deviation of the noise added to the label embedding."),
-    Option("corpus.num-labels", "int", 0,
-           "Label count of the bench/none criteria and flow-B output dimension for them (0: the HMM count)."),
+    Option(
+        "corpus.num-labels",
+        "int",
+        0,
+        "Label count of the bench/none criteria and flow-B output dimension for them (0: the HMM count).",
+    ),
     Option("lexicon.alphabet", "str", "", "The lexicon's symbols as one string (default 'abcdefghij')."),
-    Option("lexicon.alphabet-size", "int", 0,
-           "Use a generated alphabet of N symbols (a-z, then CJK characters); overrides lexicon.alphabet."),
+    Option(
+        "lexicon.alphabet-size",
+        "int",
+        0,
+        "Use a generated alphabet of N symbols (a-z, then CJK characters); overrides lexicon.alphabet.",
+    ),
     Option("lexicon.states-per-symbol", "int", 3, "HMM states per symbol."),
     Option("lexicon.silence", "bool", True, "Optional silence before, between and after words (HMM topology)."),
     Option("log-level", "choice", "info", "Log verbosity on stderr.", ("debug", "info", "warning", "error")),
@@ -120,7 +159,7 @@ def _parse_value(opt: Option, raw: str) -> Any:
 def _matches(key: str, name: str) -> bool:
     parts = key.split(".")
     want = name.split(".")
-    return len(parts) >= len(want) and parts[-len(want):] == want
+    return len(parts) >= len(want) and parts[-len(want) :] == want
 
 
 def read_config_file(path: str) -> list[tuple[str, str]]:

@@ -192,9 +192,7 @@ class Callback:
         )
         out_type = a.get("output_error_type", "none")
         if out_type not in OUTPUT_ERROR_TYPES:
-            raise ValueError(
-                f"PythonControl callback(): calculate_criterion: unknown output_error_type '{out_type}'"
-            )
+            raise ValueError(f"PythonControl callback(): calculate_criterion: unknown output_error_type '{out_type}'")
         if "alignment" in a and "orthography" in a:
             raise ValueError(
                 "PythonControl callback(): calculate_criterion: you should provide either an alignment, "
@@ -211,12 +209,13 @@ class Callback:
             )
         orthography = a.get("orthography")
         seg_name = a.get("segment_name")
-        if orthography is None and alignment is None and seg_name is not None and crit != "bench":
-            # RASR's criterion looks the segment up in its own corpus; so does the emulator.
-            seg = self.corpus.get(seg_name)
-            orthography = seg.orthography
+        if alignment is None and seg_name is not None and crit not in ("bench", "none"):
+            # The criterion takes what the call lacks from the corpus by segment name: the orthography for
+            # the automaton criteria, the frame alignment for cross-entropy.
             if crit == "cross-entropy":
-                alignment = seg.alignment
+                alignment = self._segment(seg_name, "calculate_criterion").alignment
+            elif orthography is None:
+                orthography = self._segment(seg_name, "calculate_criterion").orthography
         # Input space: log-posteriors for "error-signal" (RASR's --*.input-in-log-space=true), probabilities
         # for "error-signal-before-softmax" (the caller exponentiated); otherwise the configured space.
         if out_type == "error-signal":

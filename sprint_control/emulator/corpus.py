@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 

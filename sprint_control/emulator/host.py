@@ -54,7 +54,9 @@ def lexicon_from_config(cfg: Config) -> Lexicon:
         alphabet = make_alphabet(cfg["lexicon.alphabet-size"])
     else:
         alphabet = cfg["lexicon.alphabet"] or Lexicon().alphabet
-    return Lexicon(alphabet=alphabet, states_per_symbol=cfg["lexicon.states-per-symbol"], silence=cfg["lexicon.silence"])
+    return Lexicon(
+        alphabet=alphabet, states_per_symbol=cfg["lexicon.states-per-symbol"], silence=cfg["lexicon.silence"]
+    )
 
 
 def corpus_from_config(cfg: Config, lexicon: Lexicon) -> Corpus:
@@ -129,7 +131,7 @@ class Host:
         except (Exception, SystemExit):
             sys.stderr.write(traceback.format_exc())
             sys.stderr.flush()
-            self.fatal(f"{what} failed")
+            self.fatal(what)
 
     def import_module(self, path: str, name: str, unit: str) -> Any:
         if path:
@@ -169,7 +171,9 @@ class Host:
         get_list = getattr(seg_module, "getSegmentList", None)
         if get_list is None:
             self.fatal(f"PythonSegmentOrder: module {name!r} has no getSegmentList()")
-        seg_config = cfg["python-segment-order-config"] if cfg.given("python-segment-order-config") else cfg["pymod-config"]
+        seg_config = (
+            cfg["python-segment-order-config"] if cfg.given("python-segment-order-config") else cfg["pymod-config"]
+        )
         result = self.call(
             "PythonSegmentOrder: getSegmentList() failed",
             get_list,
@@ -278,7 +282,9 @@ class Host:
             self.fatal(f"PythonLayer: module {cfg['pymod-name']!r} has no SprintNnPythonLayer")
         layer = self.call("PythonLayer: SprintNnPythonLayer() failed", layer_cls, config=cfg["pymod-config"])
         L = self.num_labels
-        self.call("PythonLayer: setInputDimension() failed", layer.setInputDimension, stream=0, size=self.corpus.feature_dim)
+        self.call(
+            "PythonLayer: setInputDimension() failed", layer.setInputDimension, stream=0, size=self.corpus.feature_dim
+        )
         self.call("PythonLayer: setOutputDimension() failed", layer.setOutputDimension, size=L)
         self.call("PythonLayer: initializeNetworkParameters() failed", layer.initializeNetworkParameters)
         trainable = self.call("PythonLayer: isTrainable() failed", layer.isTrainable)
@@ -289,11 +295,17 @@ class Host:
         for seg in order:
             T = seg.num_frames
             if obj is not None:
-                self.call(f"PythonControl({unit}): run_custom(init_segment) failed", obj.init_segment, segment_name=seg.name)
-            features = seg.features.T if seg.features is not None else np.zeros((self.corpus.feature_dim, T), np.float32, order="F")
+                self.call(
+                    f"PythonControl({unit}): run_custom(init_segment) failed", obj.init_segment, segment_name=seg.name
+                )
+            features = (
+                seg.features.T
+                if seg.features is not None
+                else np.zeros((self.corpus.feature_dim, T), np.float32, order="F")
+            )
             out = self.call("PythonLayer: forward() failed", layer.forward, input=[features])
             if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (L, T):
-                desc = (f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__)
+                desc = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
                 self.fatal(f"PythonLayer: forward() must return a float32 ({L}, {T}) matrix (label, time), got {desc}")
             post = out.T
             if in_log:
@@ -337,7 +349,11 @@ class Host:
         if self.cfg["action"] == "supervised-segmentwise-training":
             log.info(
                 "trained on %d segments (%d frames), discarded %d, unknown %d, total loss %.6g",
-                s["segments"], s["frames"], s["discarded"], s["unknown"], s["loss"],
+                s["segments"],
+                s["frames"],
+                s["discarded"],
+                s["unknown"],
+                s["loss"],
             )
         else:
             log.info("processed %d segments (%d frames), unknown %d", s["segments"], s["frames"], s["unknown"])

@@ -121,7 +121,11 @@ class Lexicon:
     silence: bool = True
 
     def __post_init__(self):
-        if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet) or any(c.isspace() for c in self.alphabet):
+        if (
+            not self.alphabet
+            or len(set(self.alphabet)) != len(self.alphabet)
+            or any(c.isspace() for c in self.alphabet)
+        ):
             raise ValueError(f"alphabet must be distinct non-space characters, got {self.alphabet!r}")
         if self.states_per_symbol < 1:
             raise ValueError(f"states_per_symbol must be >= 1, got {self.states_per_symbol}")

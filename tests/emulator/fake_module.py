@@ -62,7 +62,9 @@ class Control:
         self.pending = []
 
     def run_control_loop(self, callback, **kwargs):
-        record("run_control_loop", callback=_desc(callback), same_callback=callback is self.callback, extra=list(kwargs))
+        record(
+            "run_control_loop", callback=_desc(callback), same_callback=callback is self.callback, extra=list(kwargs)
+        )
         if _config.get("loop") == "raise":
             raise RuntimeError("control loop failed on purpose")
         cb = callback
