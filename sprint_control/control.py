@@ -409,6 +409,14 @@ class PythonControl:
             raise SprintControlError("PythonControl exists once per process; use PythonControl.create()")
         self.c2p_fd = int(c2p_fd)
         self.p2c_fd = int(p2c_fd)
+        for key, fd in (("c2p_fd", self.c2p_fd), ("p2c_fd", self.p2c_fd)):
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise SprintControlError(
+                    f"{key} {fd} is not an open file descriptor in this process: the parent must leave its pipe"
+                    " ends open across exec (pass_fds) and name them in --*.pymod-config"
+                ) from None
         self.cond = threading.Condition()
         self.link = protocol.Link(self.p2c_fd, self.c2p_fd)
         self.config: dict[str, str] = {}

@@ -108,6 +108,15 @@ def test_init_requires_the_pipe_fds():
         control.init(name="x", reference=None, config="p2c_fd:4,c2p_fd:three")
 
 
+def test_init_refuses_closed_fds():
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(SprintControlError, match="not an open file descriptor"):
+        control.init(name="x", reference=None, config=f"c2p_fd:{w},p2c_fd:{r}")
+    assert control.PythonControl.instance is None
+
+
 def test_init_returns_one_shared_instance(link_pair):
     cb = FakeSprintCallback()
     a = control.init(name="sprint_control.PythonSegmentOrder", reference="corpus", config=link_pair.config)

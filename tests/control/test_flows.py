@@ -269,3 +269,41 @@ def test_handshake_announces_both_protocols(link_pair):
     assert caps["pid"] == os.getpid()
     link_pair.parent.send_exit()
     t.finish()
+
+
+@pytest.mark.parametrize("flow", ["A", "B"])
+def test_error_signal_from_rasr_is_sent_without_a_copy(link_pair, flow):
+    """The (time, label) error signal handed to the link is a view of RASR's (label, time) array."""
+    rng = np.random.default_rng(8)
+    post = random_log_posteriors(rng, 6, 4)
+    sent = []
+    returned = []
+
+    class Recording(FakeSprintCallback):
+        def _criterion(self, *args, **kwargs):
+            loss, err = super()._criterion(*args, **kwargs)
+            returned.append(err)
+            return loss, err
+
+    if flow == "A":
+        t = link_pair.start(drive_flow_a, link_pair.config, Recording(), ORTHS, [])
+    else:
+        results: list = []
+        t = link_pair.start(drive_flow_b, link_pair.config, {"seg/a": rng.integers(0, 4, 6)}, [], results=results)
+    link_pair.parent.handshake(protocol=2)
+    ctl = control.PythonControl.instance
+    real_reply = ctl.link.reply_loss
+
+    def recording_reply(seg_name, loss, error_signal, skipped=False):
+        sent.append(error_signal)
+        return real_reply(seg_name, loss, error_signal, skipped=skipped)
+
+    ctl.link.reply_loss = recording_reply
+    link_pair.parent.send_loss_request("seg/a", post)
+    link_pair.parent.recv_loss_result(post.shape)
+    link_pair.parent.send_exit()
+    t.finish()
+    if flow == "B":
+        returned = [step[2] for step in results if step[0] == "backpropagate"]
+    assert len(sent) == 1 and len(returned) == 1
+    assert sent[0].flags.c_contiguous and np.shares_memory(sent[0], returned[0])
