@@ -207,3 +207,15 @@ def test_three_step_training_loop_through_the_emulator(protocol):
             opt.step()
             losses.append(total.item())
     assert losses[0] > losses[1] > losses[2], losses
+
+
+def test_the_documented_example_runs_and_its_loss_falls(capsys):
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "torch.md").read_text()
+    example = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    assert len(example.strip().splitlines()) <= 15
+    exec(compile(example, "docs/torch.md", "exec"), {})
+    losses = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
+    assert len(losses) == 3 and losses[0] > losses[1] > losses[2], losses
