@@ -6,7 +6,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,14 +17,58 @@
 #define IOV_MAX 1024
 #endif
 
+/* Payloads below this many bytes beyond the copied tail are written with writev alone: splicing a
+   few pages saves less than the extra system calls cost. */
+#define SC_SPLICE_MIN (256u * 1024u)
+
 double sc_monotonic(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Spin budget in seconds; read once from the environment (a benign race: every thread computes
+   the same value). */
+static volatile double sc_spin_budget = -1.0;
+
+static double sc_spin_seconds(void) {
+    volatile double *budget_p = &sc_spin_budget;
+    double b = *budget_p;
+    if (b < 0) {
+        const char *s = getenv("SPRINT_CONTROL_SPIN_US");
+        long us = 50;
+        if (s && *s) {
+            char *end = NULL;
+            long v = strtol(s, &end, 10);
+            if (end && *end == '\0' && v >= 0) us = v;
+        }
+        b = (double)us * 1e-6;
+        *budget_p = b;
+    }
+    return b;
+}
+
+/* Spins until fd is ready for `events`, for at most the spin budget (and never past the deadline).
+   Returns 1 when ready, 0 when the caller should block (or poll with its deadline) as usual. */
+static int sc_spin(int fd, short events, double deadline) {
+    double budget = sc_spin_seconds();
+    if (budget <= 0) return 0;
+    struct pollfd p = {fd, events, 0};
+    int rc = poll(&p, 1, 0);
+    if (rc != 0) return rc > 0; /* ready (or an error the following call reports) */
+    double end = sc_monotonic() + budget;
+    if (deadline >= 0 && deadline < end) end = deadline;
+    for (;;) {
+        sched_yield(); /* lets the peer run first if it shares this CPU */
+        rc = poll(&p, 1, 0);
+        if (rc != 0) return rc > 0;
+        if (sc_monotonic() >= end) return 0;
+    }
+}
+
 /* Waits until fd is ready for `events` or the deadline passes. */
 static int sc_wait(int fd, short events, double deadline) {
+    if (sc_spin(fd, events, deadline)) return 0;
     if (deadline < 0) return 0;
     double left = deadline - sc_monotonic();
     if (left <= 0) return -ETIMEDOUT;
@@ -51,14 +98,24 @@ static void sc_advance(sc_iov_cursor *cur, size_t n) {
     while (cur->index < cur->count && cur->iov[cur->index].iov_len == 0) cur->index++;
 }
 
-int sc_writev_all(int fd, sc_iov_cursor *cur, double deadline) {
+/* One write-side system call: writev, or vmsplice of the same entries. */
+static ssize_t sc_push(int fd, const struct iovec *iov, int n, int splice) {
+#ifdef SPLICE_F_MOVE
+    if (splice) return vmsplice(fd, iov, (unsigned long)n, 0);
+#else
+    (void)splice;
+#endif
+    return writev(fd, iov, n);
+}
+
+static int sc_write_loop(int fd, sc_iov_cursor *cur, double deadline, int splice) {
     while (cur->index < cur->count && cur->iov[cur->index].iov_len == 0) cur->index++;
     while (cur->index < cur->count) {
         int rc = sc_wait(fd, POLLOUT, deadline);
         if (rc < 0) return rc;
         int n = cur->count - cur->index;
         if (n > IOV_MAX) n = IOV_MAX;
-        ssize_t w = writev(fd, cur->iov + cur->index, n);
+        ssize_t w = sc_push(fd, cur->iov + cur->index, n, splice);
         if (w < 0) {
             if (errno == EAGAIN) { /* non-blocking fd: wait for room instead of spinning */
                 struct pollfd p = {fd, POLLOUT, 0};
@@ -70,6 +127,102 @@ int sc_writev_all(int fd, sc_iov_cursor *cur, double deadline) {
         sc_advance(cur, (size_t)w);
     }
     return 0;
+}
+
+int sc_writev_all(int fd, sc_iov_cursor *cur, double deadline) { return sc_write_loop(fd, cur, deadline, 0); }
+
+static unsigned long long sc_spliced_total = 0;
+
+/* SPRINT_CONTROL_SPLICE=0 turns vmsplice off (every frame is copied by writev). */
+static volatile int sc_splice_on = -1;
+
+static int sc_splice_enabled(void) {
+    int e = sc_splice_on;
+    if (e < 0) {
+        const char *s = getenv("SPRINT_CONTROL_SPLICE");
+        e = !(s && s[0] == '0' && s[1] == '\0');
+        sc_splice_on = e;
+    }
+    return e;
+}
+
+unsigned long long sc_spliced_bytes(void) { return __atomic_load_n(&sc_spliced_total, __ATOMIC_RELAXED); }
+
+/* Transfers the first `limit` bytes the cursor describes (fewer if it ends first), splicing or
+   copying, by running a cursor truncated at that point over the same entries. */
+static int sc_write_part(int fd, sc_iov_cursor *cur, size_t limit, double deadline, int splice) {
+    int k = cur->index;
+    size_t acc = 0;
+    while (k < cur->count && acc + cur->iov[k].iov_len <= limit) acc += cur->iov[k++].iov_len;
+    size_t part = 0, rest = 0;
+    char *base0 = NULL;
+    if (k < cur->count && acc < limit) { /* entry k is split: `part` bytes now, `rest` later */
+        part = limit - acc;
+        rest = cur->iov[k].iov_len - part;
+        base0 = (char *)cur->iov[k].iov_base;
+        cur->iov[k].iov_len = part;
+        k++;
+    }
+    sc_iov_cursor sub = {cur->iov, k, cur->index, 0};
+    int rc = sc_write_loop(fd, &sub, deadline, splice);
+    cur->done += sub.done;
+    cur->index = sub.index;
+    if (part) { /* give the split entry back what stays for later, also after an error (EINTR) */
+        struct iovec *v = &cur->iov[k - 1];
+        if (sub.index >= k) {
+            v->iov_base = base0 + part;
+            v->iov_len = rest;
+            cur->index = k - 1;
+        } else {
+            v->iov_len += rest;
+        }
+    }
+    return rc;
+}
+
+int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double deadline) {
+#if defined(F_GETPIPE_SZ) && defined(SPLICE_F_MOVE) && defined(FIONREAD)
+    size_t payload = 0;
+    for (int i = payload_index; i < cur->count; i++) payload += cur->iov[i].iov_len;
+    int pipe_size = fcntl(fd, F_GETPIPE_SZ);
+    if (pipe_size <= 0 || payload < (size_t)pipe_size + SC_SPLICE_MIN || cur->index > payload_index ||
+        !sc_splice_enabled())
+        return sc_writev_all(fd, cur, deadline);
+    /* The copied tail is one page more than the pipe holds, so it always fills every slot. */
+    size_t tail = (size_t)pipe_size + (size_t)sysconf(_SC_PAGESIZE);
+    size_t head = 0;
+    for (int i = cur->index; i < payload_index; i++) head += cur->iov[i].iov_len;
+    int rc = sc_write_part(fd, cur, head, deadline, 0); /* header, name: copied (they live on the stack) */
+    if (rc < 0) return rc;
+    size_t spliced = payload - tail;
+    size_t before = cur->done;
+    rc = sc_write_part(fd, cur, spliced, deadline, 1);
+    if (rc == -EINVAL || rc == -ENOSYS || rc == -EOPNOTSUPP) {
+        if (cur->done != before) return rc; /* cannot happen: the first call fails, or none does */
+    } else if (rc < 0) {
+        return rc;
+    } else {
+        __atomic_add_fetch(&sc_spliced_total, (unsigned long long)spliced, __ATOMIC_RELAXED);
+    }
+    rc = sc_writev_all(fd, cur, deadline);
+    if (rc < 0) return rc;
+    /* A pipe grown by the peer during this frame could still hold spliced pages: wait them out. */
+    for (;;) {
+        int queued = 0;
+        if (ioctl(fd, FIONREAD, &queued) < 0 || (size_t)queued <= tail) return 0;
+        if (deadline >= 0 && sc_monotonic() >= deadline) return -ETIMEDOUT;
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+#else
+    (void)payload_index;
+    return sc_writev_all(fd, cur, deadline);
+#endif
+}
+
+void sc_set_tuning(long spin_us, int splice) {
+    if (spin_us >= 0) sc_spin_budget = (double)spin_us * 1e-6;
+    if (splice >= 0) sc_splice_on = splice != 0;
 }
 
 int sc_readv_all(int fd, sc_iov_cursor *cur, double deadline) {

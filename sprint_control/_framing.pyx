@@ -57,6 +57,9 @@ cdef extern from "frame_io.h":
         size_t done
     double sc_monotonic() nogil
     int sc_writev_all(int fd, sc_iov_cursor *cur, double deadline) nogil
+    int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double deadline) nogil
+    unsigned long long sc_spliced_bytes() nogil
+    void sc_set_tuning(long spin_us, int splice) nogil
     int sc_readv_all(int fd, sc_iov_cursor *cur, double deadline) nogil
     int sc_grow_pipe(int fd, int wanted) nogil
 
@@ -91,6 +94,8 @@ cdef inline int _code_of(cnp.ndarray arr) except -1:
         code = 4
     elif t == cnp.NPY_UINT8:
         code = 5
+    elif t == cnp.NPY_UINT64:
+        code = 6
     else:
         return w.wire_dtype_code(arr.dtype)  # raises TypeError for dtypes we cannot frame
     if not cnp.PyArray_ISNOTSWAPPED(arr):
@@ -107,6 +112,8 @@ cdef inline int _typenum_of(int code):
         return cnp.NPY_FLOAT64
     if code == 4:
         return cnp.NPY_INT32
+    if code == 6:
+        return cnp.NPY_UINT64
     return cnp.NPY_UINT8
 
 
@@ -116,12 +123,17 @@ cdef double _deadline(timeout) except? -2.0:
     return sc_monotonic() + <double>timeout
 
 
-cdef int _transfer(int fd, sc_iov_cursor *cur, double deadline, bint writing) except -1:
-    """Runs the cursor to the end without the GIL; 0 when done, 1 on EOF (reads)."""
+cdef int _transfer(int fd, sc_iov_cursor *cur, double deadline, bint writing, int payload_index=-1) except -1:
+    """Runs the cursor to the end without the GIL; 0 when done, 1 on EOF (reads).
+
+    A write with ``payload_index`` >= 0 is a frame whose entries from there on are the payload:
+    large payloads then go by vmsplice (see sc_write_frame_all in csrc/frame_io.h)."""
     cdef int rc
     while True:
         with nogil:
-            if writing:
+            if writing and payload_index >= 0:
+                rc = sc_write_frame_all(fd, cur, payload_index, deadline)
+            elif writing:
                 rc = sc_writev_all(fd, cur, deadline)
             else:
                 rc = sc_readv_all(fd, cur, deadline)
@@ -244,7 +256,7 @@ def write_frame(int fd, int msg_type, name="", array=None, double value=0.0, uin
         cur.count = n_iov
         cur.index = 0
         cur.done = 0
-        _transfer(fd, &cur, deadline, True)
+        _transfer(fd, &cur, deadline, True, 3)
         return <Py_ssize_t>cur.done
     finally:
         if iov != stack_iov:
@@ -523,6 +535,16 @@ def read_payload(int fd, header, out=None, timeout=None):
     else:
         return None
     return _read_body(fd, &h, NULL, out, deadline)
+
+
+def _spliced_bytes():
+    """Payload bytes this process sent by vmsplice so far (diagnostics for tests and benchmarks)."""
+    return sc_spliced_bytes()
+
+
+def _set_tuning(spin_us=None, splice=None):
+    """Overrides SPRINT_CONTROL_SPIN_US / SPRINT_CONTROL_SPLICE in this process (A/B measurements)."""
+    sc_set_tuning(-1 if spin_us is None else <long>spin_us, -1 if splice is None else (1 if splice else 0))
 
 
 def grow_pipe(int fd, size=None):

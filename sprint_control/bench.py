@@ -198,9 +198,10 @@ class PipePeer:
     """One pipe child and the parent's end of its two pipes.
 
     ``transport``: "v2", "v1" (RETURNN's writer both ways), "v1c" (our C-pickler writer) or "bare".
+    ``env``: extra environment variables for the child.
     """
 
-    def __init__(self, transport: str = "v2", timeout: float = _CHILD_TIMEOUT):
+    def __init__(self, transport: str = "v2", timeout: float = _CHILD_TIMEOUT, env: Optional[dict] = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}: expected one of {TRANSPORTS}")
         self.transport = transport
@@ -211,7 +212,8 @@ class PipePeer:
         cmd = [sys.executable, "-m", "sprint_control.bench", "--pipe-child", mode, str(p2c_r), str(c2p_w),
                v1_writer]
         try:
-            self.proc = subprocess.Popen(cmd, pass_fds=(p2c_r, c2p_w), close_fds=True)
+            child_env = dict(os.environ, **env) if env else None
+            self.proc = subprocess.Popen(cmd, pass_fds=(p2c_r, c2p_w), close_fds=True, env=child_env)
         finally:
             os.close(p2c_r)
             os.close(c2p_w)

@@ -1,0 +1,193 @@
+"""The benchmark tool and the asv suite, run once on tiny sizes: a broken benchmark fails here.
+
+No timing is asserted; what is checked is that every benchmark runs, that the round trips return the
+right error signal, and that the figures the tool prints and writes are complete and consistent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sprint_control import bench, framing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SIZES = [(1, 1), (3, 17)]
+#: replacement values for asv parameters, so the whole suite runs in seconds
+TINY_PARAMS = {"size": TINY_SIZES}
+TINY_ATTRS = {"batch_shape": (5, 3, 7), "rounds": 2}
+
+
+def test_expected_error_signal_is_independent_of_the_child():
+    post = np.arange(12, dtype=np.float32).reshape(3, 4)
+    want = post.copy()
+    want[0] *= -1
+    np.testing.assert_array_equal(bench.expected_error_signal(post), want)
+    assert bench.derive_error_signal(post) == 3.0
+    np.testing.assert_array_equal(post, want)
+
+
+@pytest.mark.parametrize("transport", bench.TRANSPORTS)
+def test_round_trip_of_every_transport_returns_the_derived_signal(transport):
+    post = bench.make_posteriors(7, 33, seed=3)
+    with bench.PipePeer(transport) as peer:
+        for _ in range(2):
+            loss, err = peer.roundtrip(post)
+            assert loss == 7.0
+            np.testing.assert_array_equal(err, bench.expected_error_signal(post))
+        out = np.zeros((7, 33), np.float32)
+        _, err = peer.roundtrip(post, out=out)
+        np.testing.assert_array_equal(out, bench.expected_error_signal(post))
+    assert peer.proc.returncode == 0
+
+
+def test_round_trip_large_enough_for_vmsplice_is_exact():
+    """A payload well beyond the pipe buffer goes by vmsplice on the compiled core; the answer must be
+    exact, and the sender may overwrite its array right after the call returns."""
+    post = bench.make_posteriors(600, 4501, seed=5)  # 10.8 MB
+    post[:] = np.random.default_rng(1).standard_normal(post.shape, dtype=np.float32)
+    want = bench.expected_error_signal(post)
+    before = framing._backend.__dict__.get("_spliced_bytes", lambda: 0)()
+    with bench.PipePeer("v2") as peer:
+        for _ in range(3):
+            peer.send(post)
+            sent = post.copy()
+            post[:] = -7.0  # the pipe must not see this: the child has read every spliced page
+            _, err = peer.receive(post.shape)
+            np.testing.assert_array_equal(err, bench.expected_error_signal(sent))
+            post[:] = sent
+    np.testing.assert_array_equal(bench.expected_error_signal(post), want)
+    if framing.IMPLEMENTATION == "cython":
+        assert framing._backend._spliced_bytes() > before
+
+
+def test_pool_fills_the_batch_output():
+    post = np.random.default_rng(2).standard_normal((6, 5, 9), dtype=np.float32)
+    lengths = [6, 2, 5, 6, 1]
+    with bench.PipePool(2) as pool:
+        loss, out = pool.run_batch(post, lengths)
+    for b, t in enumerate(lengths):
+        assert loss[b] == t
+        np.testing.assert_array_equal(out[:t, b], bench.expected_error_signal(post[:t, b]))
+        assert not out[t:, b].any()
+
+
+def test_peak_rss_probe_reports_growth_and_arrays():
+    res = bench.peak_rss_of_roundtrip(200, 1000)
+    assert res["correct"]
+    assert res["arrays_bytes"] == 2 * 200 * 1000 * 4
+    assert res["growth_bytes"] > 0
+
+
+def test_bench_tool_prints_the_table_and_writes_json(tmp_path):
+    out_json = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sprint_control.bench", "--sizes", "1,1", "4,9", "--repeats", "2",
+         "--json", str(out_json)],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    assert len(table) == 2 + 2  # head, rule, one row per size
+    for word in ("v2 seg/s", "v1 GB/s", "bare seg/s", "v2/bare", "v2/v1", "peak RSS MiB"):
+        assert word in table[0]
+    assert table[2].lstrip("| ").startswith("(1, 1)") and "(4, 9)" in table[3]
+    doc = json.loads(out_json.read_text())
+    assert [(r["time"], r["labels"]) for r in doc["rows"]] == [(1, 1), (4, 9)]
+    for r in doc["rows"]:
+        for t in bench.TRANSPORTS:
+            f = r[t]
+            assert f["segments_per_s"] == pytest.approx(1.0 / f["seconds"])
+            assert f["gb_per_s"] == pytest.approx(2 * r["bytes_each_way"] / f["seconds"] / 1e9)
+        assert r["v2_over_bare"] == pytest.approx(r["v2"]["segments_per_s"] / r["bare"]["segments_per_s"])
+        assert r["v2_over_v1"] == pytest.approx(r["v2"]["segments_per_s"] / r["v1"]["segments_per_s"])
+        assert r["peak_rss"]["arrays_bytes"] == 2 * r["bytes_each_way"]
+
+
+def test_bench_tool_rejects_a_bad_size():
+    with pytest.raises(SystemExit):
+        bench.main(["--sizes", "12"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The asv suite, run once per benchmark on tiny parameters
+
+
+def _benchmark_modules():
+    sys.path.insert(0, ROOT)
+    try:
+        pkg = importlib.import_module("benchmarks")
+        names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name.startswith("bench_")]
+        return [importlib.import_module(f"benchmarks.{n}") for n in names]
+    finally:
+        sys.path.remove(ROOT)
+
+
+def _benchmarks():
+    cases = []
+    for mod in _benchmark_modules():
+        for cname, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ != mod.__name__:
+                continue
+            methods = [m for m in dir(cls) if m.startswith(("time_", "peakmem_", "track_"))]
+            for m in methods:
+                cases.append(pytest.param(cls, m, id=f"{mod.__name__.split('.')[-1]}.{cname}.{m}"))
+    return cases
+
+
+def _param_combos(cls):
+    names = getattr(cls, "param_names", [])
+    values = getattr(cls, "params", [])
+    if not names:
+        return [()]
+    if len(names) == 1 and values and not isinstance(values[0], list):
+        values = [values]
+    lists = [TINY_PARAMS.get(n, v) for n, v in zip(names, values)]
+    return list(itertools.product(*lists))
+
+
+def test_the_suite_has_every_kind_of_benchmark():
+    ids = [p.id for p in _benchmarks()]
+    for prefix in ("time_", "peakmem_", "track_"):
+        assert any(f".{prefix}" in i for i in ids), prefix
+    for needed in ("RoundTrip.time_roundtrip", "RoundTripRatios.track_v2_over_bare",
+                   "RoundTripRatios.track_v2_over_v1", "PoolSpeedup.track_two_over_one",
+                   "ParentPeakRss.track_growth_mib", "FrameCodec.time_v2_encode"):
+        assert any(i.endswith(needed) for i in ids), needed
+
+
+@pytest.mark.parametrize("cls,method", _benchmarks())
+def test_benchmark_runs_once_on_tiny_sizes(cls, method):
+    for combo in _param_combos(cls):
+        obj = cls()
+        for k, v in TINY_ATTRS.items():
+            if hasattr(cls, k):
+                setattr(obj, k, v)
+        if hasattr(obj, "setup"):
+            obj.setup(*combo)
+        try:
+            result = getattr(obj, method)(*combo)
+            if method.startswith("track_"):
+                assert isinstance(result, (int, float)) and np.isfinite(result), (method, combo, result)
+        finally:
+            if hasattr(obj, "teardown"):
+                obj.teardown(*combo)
+
+
+def test_asv_accepts_the_suite():
+    """asv itself discovers the suite and finds nothing wrong with its signatures."""
+    pytest.importorskip("asv")
+    proc = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No problems found" in proc.stdout, proc.stdout
