@@ -117,7 +117,9 @@ class SprintLossFunction(torch.autograd.Function):
 
         # log_softmax on the input's device, then one transfer to a C-contiguous CPU tensor in the wire dtype;
         # .numpy() shares that memory, so the pool reads the very buffer the transfer wrote.
-        log_posteriors = torch.log_softmax(logits.detach(), dim=-1)
+        # half-precision logits are normalized in float32 (on their device), not in their own precision
+        work_dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+        log_posteriors = torch.log_softmax(logits.detach(), dim=-1, dtype=work_dtype)
         log_posteriors = log_posteriors.to(
             device="cpu", dtype=posterior_dtype, memory_format=torch.contiguous_format
         )
