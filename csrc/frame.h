@@ -62,12 +62,14 @@ enum {
     SC_DTYPE_FLOAT64 = 3,
     SC_DTYPE_INT32 = 4,
     SC_DTYPE_UINT8 = 5,
-    SC_DTYPE_MAX = 5
+    SC_DTYPE_UINT64 = 6, /* shared-memory descriptors */
+    SC_DTYPE_MAX = 6
 };
 
 /* Flags. */
 #define SC_FLAG_SKIPPED 0x1u /* LOSS_RESULT: the criterion discarded the segment (loss inf, zeros) */
-#define SC_FLAG_KNOWN 0x1u
+#define SC_FLAG_SHM 0x2u     /* LOSS_*: the array is a uint64 (8,) shared-memory descriptor (shm.py) */
+#define SC_FLAG_KNOWN 0x3u
 
 /* Header check results; the Python side turns each into one ProtocolError message. */
 enum {
@@ -106,7 +108,7 @@ typedef char sc_header_size_is_64[(sizeof(sc_frame_header) == SC_HEADER_SIZE) ? 
 static inline size_t sc_dtype_itemsize(uint8_t dtype) {
     switch (dtype) {
     case SC_DTYPE_FLOAT32: case SC_DTYPE_UINT32: case SC_DTYPE_INT32: return 4;
-    case SC_DTYPE_FLOAT64: return 8;
+    case SC_DTYPE_FLOAT64: case SC_DTYPE_UINT64: return 8;
     case SC_DTYPE_UINT8: return 1;
     default: return 0;
     }

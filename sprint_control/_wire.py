@@ -40,7 +40,8 @@ MSG_NAMES = {
 }
 
 FLAG_SKIPPED = 0x1
-KNOWN_FLAGS = FLAG_SKIPPED
+FLAG_SHM = 0x2
+KNOWN_FLAGS = FLAG_SKIPPED | FLAG_SHM
 
 # dtype code <-> numpy dtype (little-endian, as on the wire).
 DTYPE_NONE = 0
@@ -50,6 +51,7 @@ DTYPE_CODES = {
     3: np.dtype("<f8"),
     4: np.dtype("<i4"),
     5: np.dtype("u1"),
+    6: np.dtype("<u8"),
 }
 CODE_OF_DTYPE = {dt: code for code, dt in DTYPE_CODES.items()}
 

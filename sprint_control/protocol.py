@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import logging
 import os
 import pickle
 import struct
@@ -27,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _wire as w
-from . import framing
+from . import framing, shm
 from .errors import ProtocolError, SprintRemoteError, TruncatedFrameError
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "array_from_bytes",
     "Link",
 ]
+
+logger = logging.getLogger("sprint_control.protocol")
 
 PROTOCOL_V1 = 1
 PROTOCOL_V2 = 2
@@ -299,6 +302,11 @@ class Link:
         self.timeout = timeout
         self.peer_capabilities: dict[str, Any] = {}
         self.seq = 0
+        #: the shared region negotiated for this link (protocol 2 option), else None
+        self.shm: Optional[shm.SharedRegion] = None
+        self._peer_generation = 0
+        self._slots: dict[str, np.ndarray] = {}  # parent: this link's scratch matrices in the region
+        self._pending_shm: Optional[tuple] = None
         framing.grow_pipe(write_fd)
         framing.grow_pipe(read_fd)
 
@@ -354,10 +362,12 @@ class Link:
     # Parent side
 
     def handshake(self, name: str = "SprintSubprocessInstance", protocol: int = PROTOCOL_V2,
-                  options: Optional[dict] = None) -> int:
+                  options: Optional[dict] = None, shared: Optional[shm.SharedRegion] = None) -> int:
         """Parent: sends v1 ``init``, checks the answer, switches to v2 when both ends can.
 
-        Returns the protocol in use. ``protocol=1`` stays on v1 whatever the child offers.
+        Returns the protocol in use. ``protocol=1`` stays on v1 whatever the child offers. With
+        ``shared`` (a region whose fd the child inherited), the matrices travel through it when the
+        child can map it; ``self.shm`` tells whether it does.
         """
         self.send_v1(("init", name, INIT_VERSION))
         answer = self.recv_v1()
@@ -368,18 +378,33 @@ class Link:
         caps = answer[3] if len(answer) > 3 and isinstance(answer[3], dict) else {}
         self.peer_capabilities = caps
         if protocol >= PROTOCOL_V2 and PROTOCOL_V2 in caps.get("protocols", ()):
-            self.send_v1(("use_protocol", PROTOCOL_V2, dict(options or {})))
+            opts = dict(options or {})
+            if shared is not None and caps.get("shm"):
+                opts["shm"] = {"fd": shared.fd, "size": shared.size, "generation": shared.generation}
+            self.send_v1(("use_protocol", PROTOCOL_V2, opts))
             answer = self.recv_v1()
             if answer[0] != "ok" or len(answer) < 2 or answer[1] != PROTOCOL_V2:
                 raise ProtocolError(f"the child did not accept protocol 2: {answer!r:.200}")
             self.protocol = PROTOCOL_V2
+            accepted = answer[2] if len(answer) > 2 and isinstance(answer[2], dict) else {}
+            if "shm" in opts and accepted.get("shm") is True:
+                self.shm = shared
+                self._peer_generation = opts["shm"]["generation"]
+            elif "shm" in opts:
+                logger.warning("the child cannot map the shared region (%s); using the pipe",
+                               accepted.get("shm_error", "no reason given"))
         return self.protocol
 
-    def send_loss_request(self, seg_name: str, posteriors: np.ndarray) -> None:
+    def send_loss_request(self, seg_name: str, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> None:
         """Parent: asks for loss and error signal of one segment; posteriors (time, label) float32.
 
         On v2 a row-strided slice of a (time, batch, label) batch is written row by row, uncopied.
+        With a shared region, only a descriptor is sent: posteriors that already lie in the region
+        are not copied at all, others once into this link's slot; ``out`` (the destination that
+        ``recv_loss_result`` will be given) lets the child write the error signal straight there.
         """
+        if self.shm is not None and self._send_shared_request(seg_name, posteriors, out):
+            return
         if self.protocol == PROTOCOL_V2:
             framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, posteriors, seq=self._next_seq())
         else:
@@ -393,6 +418,8 @@ class Link:
         With ``out`` (a (time, label) view, e.g. into the batch output) the error signal lands there.
         A child-side exception raises SprintRemoteError; the link stays usable.
         """
+        if self._pending_shm is not None:
+            return self._recv_shared_result(shape, out)
         if self.protocol == PROTOCOL_V2:
             header = framing.read_header(self.read_fd, max_payload=self.max_payload, timeout=self.timeout)
             # ``out`` only takes a LOSS_RESULT payload; an ERROR frame carries its own bytes
@@ -418,6 +445,64 @@ class Link:
                 err = out
             return float(loss), err
         self._raise_v1_failure(answer)
+
+    def _slot(self, which: str, rows: int, cols: int) -> np.ndarray:
+        """This link's scratch matrix in the region, grown to the largest segment seen."""
+        slot = self._slots.get(which)
+        if slot is None or slot.size < rows * cols:
+            self._slots.pop(which, None)
+            slot = self.shm.empty((max(rows * cols, 1),), np.float32)
+            self._slots[which] = slot
+        return slot[: rows * cols].reshape(rows, cols)
+
+    def _send_shared_request(self, seg_name: str, posteriors: np.ndarray, out: Optional[np.ndarray]) -> bool:
+        region = self.shm
+        post = np.asarray(posteriors)
+        if post.ndim != 2:
+            return False
+        rows, cols = post.shape
+        try:
+            where_in = region.locate(post)
+            if where_in is None:
+                slot = self._slot("in", rows, cols)
+                np.copyto(slot, post, casting="same_kind")
+                where_in = region.locate(slot)
+            where_out = region.locate(out) if out is not None and out.shape == (rows, cols) else None
+            target = out if where_out is not None else None
+            if where_out is None:
+                target = self._slot("out", rows, cols)
+                where_out = region.locate(target)
+        except MemoryError as exc:  # the region reached its cap: this segment takes the pipe
+            logger.warning("shared region full (%s); sending %r through the pipe", exc, seg_name)
+            return False
+        if region.generation != self._peer_generation:
+            self.call("shm_remap", region.size, region.generation)
+            self._peer_generation = region.generation
+        seq = self._next_seq()
+        desc = shm.Descriptor(region.generation, where_in[0], where_in[1], where_out[0], where_out[1], rows, cols, seq)
+        framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, desc.to_array(), seq=seq, flags=w.FLAG_SHM)
+        self._pending_shm = (desc, target, out is not None and target is out)
+        return True
+
+    def _recv_shared_result(self, shape, out: Optional[np.ndarray]) -> tuple[float, np.ndarray]:
+        desc, target, in_place = self._pending_shm
+        self._pending_shm = None
+        header, arr = self._read_frame()
+        if header.msg_type != w.MSG_LOSS_RESULT:
+            self._raise_unexpected(header, arr, "LOSS_RESULT")
+        if not header.flags & w.FLAG_SHM:
+            raise ProtocolError("the child answered a shared-memory request through the pipe")
+        echo = shm.Descriptor.from_array(arr)
+        if echo != desc:
+            raise ProtocolError(f"shared-memory answer {tuple(echo)} does not match the request {tuple(desc)}")
+        if (desc.time, desc.labels) != tuple(shape):
+            raise ProtocolError(f"error signal of shape {(desc.time, desc.labels)} does not match {tuple(shape)}")
+        if in_place:
+            return header.value, out
+        if out is not None:
+            np.copyto(out, target)
+            return header.value, out
+        return header.value, np.array(target)  # the slot is reused by the next request
 
     def request_fsa(self, seg_name: str) -> tuple[int, int, np.ndarray, np.ndarray]:
         """Parent: RASR's allophone-state automaton of a segment:
@@ -488,9 +573,11 @@ class Link:
         ``("export_allophone_state_fsa_by_segment_name", seg_name)``, ``("exit",)`` or the tuple
         of a CONTROL frame. Raises EOFError when the parent closed the pipe.
         """
-        if self.protocol == PROTOCOL_V2:
+        while self.protocol == PROTOCOL_V2:
             header, arr = framing.read_frame(self.read_fd, max_payload=self.max_payload)
             t = header.msg_type
+            if t == w.MSG_LOSS_REQUEST and header.flags & w.FLAG_SHM:
+                return self._shared_request(header, arr)
             if t == w.MSG_LOSS_REQUEST:
                 if arr is None or arr.ndim != 2 or arr.dtype != np.float32:
                     raise ProtocolError(
@@ -502,9 +589,31 @@ class Link:
             if t == w.MSG_EXIT:
                 return ("exit",)
             if t == w.MSG_CONTROL:
-                return self._control_of(header, arr)
+                message = self._control_of(header, arr)
+                if message[0] == "shm_remap" and self.shm is not None and len(message) == 3:
+                    self.shm.remap(int(message[1]), int(message[2]))  # transport business: not a command
+                    self._send_control(("ok",))
+                    continue
+                return message
             raise ProtocolError(f"a child does not expect {w.MSG_NAMES.get(t)} frames")
         return self.recv_v1()
+
+    def _shared_request(self, header, arr) -> tuple:
+        if self.shm is None:
+            raise ProtocolError("shared-memory request, but no shared region was negotiated")
+        desc = shm.Descriptor.from_array(arr)
+        if desc.generation != self.shm.generation:
+            raise ProtocolError(
+                f"shared-memory request of generation {desc.generation}, the region is at {self.shm.generation}"
+            )
+        if desc.seq != header.seq:
+            raise ProtocolError(f"shared-memory descriptor seq {desc.seq} differs from the frame's {header.seq}")
+        post = self.shm.view(desc.in_offset, desc.time, desc.labels, desc.in_row_stride, "posteriors")
+        out = self.shm.view(desc.out_offset, desc.time, desc.labels, desc.out_row_stride, "error signal")
+        if not post.flags.c_contiguous:
+            post = np.ascontiguousarray(post)  # RASR's fast path wants a column-major (label, time) matrix
+        self._pending_shm = (desc, out)
+        return ("get_loss_and_error_signal", header.name, desc.time, post)
 
     def reply_ok(self, *results) -> None:
         """Child: a generic successful answer ("ok", *results)."""
@@ -512,17 +621,40 @@ class Link:
 
     def reply_init(self, name: str, capabilities: dict) -> None:
         """Child: answers v1 ``init`` byte-compatibly, announcing what it can do."""
-        self.send_v1(("ok", name, INIT_VERSION, capabilities))
+        caps = dict(capabilities)
+        caps.setdefault("shm", shm.available())
+        self.send_v1(("ok", name, INIT_VERSION, caps))
 
     def accept_protocol(self, version: int, options: Optional[dict] = None) -> None:
         """Child: confirms a ``use_protocol`` request (in v1) and switches to ``version``."""
         if version not in SUPPORTED_PROTOCOLS:
             raise ProtocolError(f"unsupported protocol {version}: this side speaks {SUPPORTED_PROTOCOLS}")
-        self.send_v1(("ok", version, dict(options or {})))
+        accepted: dict[str, Any] = {}
+        spec = (options or {}).get("shm")
+        if spec is not None and version == PROTOCOL_V2:
+            try:
+                self.shm = shm.SharedRegion.attach(int(spec["fd"]), int(spec["size"]), int(spec.get("generation", 0)))
+                accepted["shm"] = True
+            except (ProtocolError, KeyError, TypeError, ValueError, OSError) as exc:
+                accepted["shm"] = False
+                accepted["shm_error"] = str(exc)
+        self.send_v1(("ok", version, accepted))
         self.protocol = version
 
     def reply_loss(self, seg_name: str, loss: float, error_signal: np.ndarray, skipped: bool = False) -> None:
         """Child: the answer to a loss request; ``error_signal`` (time, label) float32."""
+        if self._pending_shm is not None:
+            desc, out = self._pending_shm
+            self._pending_shm = None
+            err = np.asarray(error_signal)
+            if err.shape != out.shape:
+                raise ValueError(f"error signal of shape {err.shape}, the posteriors were {out.shape}")
+            if not (err.ctypes.data == out.ctypes.data and err.strides == out.strides):
+                np.copyto(out, err, casting="same_kind")  # the one copy: RASR's result into the parent's buffer
+            flags = w.FLAG_SHM | (w.FLAG_SKIPPED if skipped else 0)
+            framing.write_frame(self.write_fd, w.MSG_LOSS_RESULT, seg_name, desc.to_array(), value=float(loss),
+                                seq=self._next_seq(), flags=flags)
+            return
         if self.protocol == PROTOCOL_V2:
             framing.write_frame(
                 self.write_fd, w.MSG_LOSS_RESULT, seg_name, error_signal, value=float(loss),
@@ -546,6 +678,7 @@ class Link:
 
     def reply_exception(self, kind: str, text: str) -> None:
         """Child: a command failed; ``text`` carries the traceback. The link stays usable."""
+        self._pending_shm = None
         if self.protocol == PROTOCOL_V2:
             payload = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
             framing.write_frame(self.write_fd, w.MSG_ERROR, kind, payload, seq=self._next_seq())
@@ -553,7 +686,10 @@ class Link:
             self.send_v1(("exception", _error_text(kind, text)))
 
     def close(self) -> None:
-        """Closes both pipe ends (idempotent)."""
+        """Closes both pipe ends (idempotent) and lets go of the shared region's slots."""
+        self._slots.clear()
+        self._pending_shm = None
+        self.shm = None
         for attr in ("read_fd", "write_fd"):
             fd = getattr(self, attr)
             if fd is not None and fd >= 0:
