@@ -78,7 +78,7 @@ class Descriptor(NamedTuple):
         return np.array(self, dtype=np.uint64)
 
     @classmethod
-    def from_array(cls, arr: Optional[np.ndarray]) -> "Descriptor":
+    def from_array(cls, arr: Optional[np.ndarray]) -> Descriptor:
         if arr is None or arr.dtype != np.uint64 or arr.shape != (8,):
             got = None if arr is None else (arr.shape, arr.dtype)
             raise ProtocolError(f"a shared-memory frame must carry a uint64 (8,) descriptor, got {got}")
@@ -120,13 +120,13 @@ class SharedRegion:
     # -- life cycle ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, size: int = 64 << 20, max_size: int = DEFAULT_MAX_SIZE) -> "SharedRegion":
+    def create(cls, size: int = 64 << 20, max_size: int = DEFAULT_MAX_SIZE) -> SharedRegion:
         """A new, zero-filled region of ``size`` bytes (rounded up to whole pages)."""
         size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
         return cls(_anonymous_fd(size), size, max_size=max_size)
 
     @classmethod
-    def attach(cls, fd: int, size: int, generation: int = 0) -> "SharedRegion":
+    def attach(cls, fd: int, size: int, generation: int = 0) -> SharedRegion:
         """Maps a region created by the peer, after checking the fd really holds ``size`` bytes."""
         try:
             actual = os.fstat(fd).st_size
