@@ -7,6 +7,8 @@ import threading
 import numpy as np
 import pytest
 
+# minversion also skips when torch is missing but this very folder (tests/torch, on sys.path through
+# tests/) is picked up as an empty namespace package named "torch".
 torch = pytest.importorskip("torch", minversion="2.0")
 
 from torch_testlib import FakePool, ctc_automaton, labels_from_name, merge  # noqa: E402
