@@ -65,22 +65,22 @@ def automaton(criterion: str, orthography: str, lexicon: Optional[Lexicon] = Non
     return lexicon.hmm_automaton(orthography)
 
 
-def targets(
+def _targets(
     criterion: str,
     log_posteriors: np.ndarray,
-    orthography: Optional[str] = None,
-    alignment: Optional[np.ndarray] = None,
-    lexicon: Optional[Lexicon] = None,
-) -> tuple[Optional[float], Optional[np.ndarray]]:
-    """``(loss, targets (T, L) float64)``, or ``(None, None)`` when the segment is discarded. The
-    targets are what the posteriors are pulled towards: occupancies, or the one-hot alignment."""
+    orthography: Optional[str],
+    alignment: Optional[np.ndarray],
+    lexicon: Optional[Lexicon],
+) -> tuple[Optional[float], Optional[np.ndarray], Optional[np.ndarray]]:
+    """``(loss, targets (T, L) float64, columns)``: ``columns`` are the labels whose target can be
+    non-zero (None: any), so that big label counts are only touched where needed."""
     check_criterion(criterion)
     lp = np.asarray(log_posteriors)
     if lp.ndim != 2:
         raise ValueError(f"log-posteriors must be a (time, label) matrix, got shape {lp.shape}")
     T, L = lp.shape
     if criterion == "none":
-        return 0.0, np.exp(lp, dtype=np.float64)
+        return 0.0, np.exp(lp.astype(np.float64)), None
     if criterion in AUTOMATON_CRITERIA:
         if orthography is None:
             raise ValueError(f"criterion {criterion!r} needs an orthography (or a segment name of the corpus)")
@@ -96,8 +96,8 @@ def targets(
             lp, fsa.num_states, fsa.edges_from, fsa.edges_to, fsa.edges_label, fsa.weights, fsa.start, fsa.final
         )
         if occ is None:
-            return None, None
-        return -log_total, occ
+            return None, None, None
+        return -log_total, occ, np.unique(fsa.edges_label)
     if criterion == "bench":
         align = np.argmax(lp, axis=1)
     else:  # cross-entropy
@@ -116,6 +116,20 @@ def targets(
     loss = -float(np.sum(lp[rows, align], dtype=np.float64))
     tgt = np.zeros((T, L))
     tgt[rows, align] = 1.0
+    return loss, tgt, np.unique(align)
+
+
+def targets(
+    criterion: str,
+    log_posteriors: np.ndarray,
+    orthography: Optional[str] = None,
+    alignment: Optional[np.ndarray] = None,
+    lexicon: Optional[Lexicon] = None,
+) -> tuple[Optional[float], Optional[np.ndarray]]:
+    """``(loss, targets (T, L) float64)``, or ``(None, None)`` when the segment is discarded. The
+    targets are what the posteriors are pulled towards: occupancies, or the one-hot alignment
+    (RASR's "pseudo-targets")."""
+    loss, tgt, _ = _targets(criterion, log_posteriors, orthography, alignment, lexicon)
     return loss, tgt
 
 
@@ -140,10 +154,15 @@ def compute_criterion(
         loss = -float(np.sum(lp32[rows, align], dtype=np.float64))
         err[rows, align] -= 1.0
         return loss, err
-    loss, tgt = targets(criterion, lp, orthography=orthography, alignment=alignment, lexicon=lexicon)
+    loss, tgt, cols = _targets(criterion, lp, orthography, alignment, lexicon)
     if loss is None:
         return None, None
     if criterion == "none":
         return 0.0, np.zeros(lp.shape, dtype=np.float32)
-    err = np.exp(lp, dtype=np.float64) - tgt
-    return float(loss), err.astype(np.float32)
+    # posteriors - targets; float32 input is exponentiated in float32 (fast) and only the columns with
+    # targets are computed in float64, so (1000, 9001) matrices cost little beyond one exp.
+    if cols is None:
+        return float(loss), (np.exp(lp.astype(np.float64)) - tgt).astype(np.float32)
+    err = np.exp(lp).astype(np.float32, copy=False)
+    err[:, cols] = np.exp(lp[:, cols].astype(np.float64)) - tgt[:, cols]
+    return float(loss), err

@@ -101,3 +101,11 @@ def test_docs_table_lists_every_option():
     table = option_table_markdown()
     for o in OPTIONS:
         assert f"`{o.name}`" in table
+
+
+def test_docs_describe_every_option():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "emulator.md").read_text()
+    for o in OPTIONS:
+        assert f"`{o.name}`" in doc, f"docs/emulator.md does not describe {o.name}"
