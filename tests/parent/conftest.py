@@ -31,6 +31,7 @@ def no_leaks():
     import threading
 
     before = open_fds()
+    kids_before = set(_live_children())
     yield
     gc.collect()
     # the output drains close their fd at the child's EOF; give them a moment
@@ -41,12 +42,9 @@ def no_leaks():
     # fds listed at the moment of listing (the directory fd itself) are gone by now
     leaked = {fd for fd in leaked if _is_open(fd)}
     assert not leaked, f"fds leaked: {sorted(leaked)} -> {[_target(fd) for fd in sorted(leaked)]}"
-    try:
-        pid, status = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        pid = 0
-    assert pid == 0, f"an unreaped child process {pid} was left behind"
-    assert not _live_children(), f"child processes still running: {_live_children()}"
+    # children that existed before the test (e.g. another suite's session fixtures) are not ours
+    left = set(_live_children()) - kids_before
+    assert not left, f"child processes still running or unreaped (zombies): {sorted(left)}"
 
 
 def _is_open(fd: int) -> bool:
