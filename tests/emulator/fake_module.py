@@ -2,7 +2,7 @@
 types of its arguments) as JSON lines and drives the callback like the real module does.
 
 Behaviour comes from the config string (``key:value`` pairs joined by ``,``):
-``record:<path>`` where to append the JSON lines; ``order:<corpus|reverse|first2|unknown|bytes>``
+``record:<path>`` where to append the JSON lines; ``order:<corpus|reverse|first2|unknown|bytes|ints|raise>``
 what getSegmentList yields; ``init:<ok|none|raise>``; ``loop:<commands|raise>``;
 ``layer:<ok|bad_trainable|bad_forward|bad_backprop|raise_forward>``; ``criterion_out:<type>``
 the output_error_type process_segment asks for; ``space:<log|prob>`` what flow B's forward returns.
@@ -158,8 +158,13 @@ def getSegmentList(corpusName, segmentList, config, **kwargs):
         names = ["not/a/segment"] + names[:1]
     elif order == "bytes":
         names = [n.encode("utf-8") for n in names[:2]]
+    elif order == "ints":
+        names = names[:1] + [7]
+    elif order == "raise":
+        yield names[0]
+        raise RuntimeError("segment list failed on purpose")
     for n in names:
-        record("yield", name=n if isinstance(n, str) else n.decode("utf-8"))
+        record("yield", name=n.decode("utf-8") if isinstance(n, bytes) else n)
         yield n
 
 

@@ -302,3 +302,55 @@ def test_console_script_and_help():
         [sys.executable, "-m", "sprint_control.emulator", "--help"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and "--*.corpus.synthetic" in proc.stdout
+
+
+def test_segment_order_from_another_module(run_emulator, tmp_path):
+    rec = tmp_path / "order.jsonl"
+    run = ok(
+        run_emulator(
+            *SYN,
+            "--*.python-control-loop-type=iterate-corpus",
+            "--*.python-segment-order=true",
+            "--*.python-segment-order-pymod-name=fake_order",
+            f"--*.python-segment-order-config=record:{rec}",
+        )
+    )
+    assert "getSegmentList" not in run.names()  # the main module's one is not used
+    assert [s["name"] for s in run.of("process_segment")] == CORPUS.names[::2]
+    assert [e["event"] for e in map(__import__("json").loads, rec.read_text().splitlines())] == [
+        "fake_order.getSegmentList"
+    ]
+
+
+@pytest.mark.parametrize(
+    "order,message",
+    [("ints", "segment names must be str, got int"), ("raise", "RuntimeError: segment list failed on purpose")],
+)
+def test_bad_segment_lists_are_critical(run_emulator, order, message):
+    run = run_emulator(
+        *SYN, "--*.python-control-loop-type=iterate-corpus", "--*.python-segment-order=true", config=f"order:{order}"
+    )
+    assert run.returncode == 1 and message in run.stderr
+    assert [s["name"] for s in run.of("process_segment")] == CORPUS.names[:1]
+    assert "exit" not in run.names()
+
+
+def test_iterate_corpus_without_features(run_emulator):
+    run = run_emulator(*SYN, "--*.python-control-loop-type=iterate-corpus", "--*.extract-features=false")
+    # the fake module needs features to build its posteriors: it fails, which is critical
+    assert run.returncode == 1
+    assert run.of("init_processing")[0]["input_dim"] == -1
+    assert run.of("process_segment")[0]["features"] is None
+
+
+def test_segmentwise_bench_with_many_labels(run_emulator):
+    run = ok(
+        run_emulator(
+            *SYN,
+            "--*.action=supervised-segmentwise-training",
+            "--*.training-criterion=bench",
+            "--*.corpus.num-labels=500",
+        )
+    )
+    assert run.of("setOutputDimension")[0]["size"] == 500
+    assert [b["errorSignalIn"]["shape"][0] for b in run.of("backpropagate")] == [500] * 3
