@@ -48,7 +48,7 @@ from .errors import (
     SprintRemoteError,
     SprintTimeoutError,
 )
-from .protocol import PROTOCOL_V1, PROTOCOL_V2, Link
+from .protocol import PROTOCOL_V1, PROTOCOL_V2, V1_MAX_MESSAGE, Link
 
 __all__ = [
     "SprintSubprocessInstance",
@@ -516,6 +516,9 @@ class SprintSubprocessInstance:
         if post.dtype != np.float32:
             post = post.astype(np.float32)
         link = self._require_link()
+        if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - (1 << 20):
+            # refuse before anything is written: the stream stays usable
+            raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
         try:
             link.send_loss_request(seg_name, post)
         except SprintTimeoutError as exc:
@@ -546,6 +549,14 @@ class SprintSubprocessInstance:
         link = self._require_link()
         seg_name, shape = self._cur_seg_name, self._cur_shape
         assert seg_name is not None and shape is not None
+        if out is not None:
+            # a caller's mistake must not be taken for a broken stream: check before reading
+            if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32:
+                raise ValueError(f"out must be a float32 array of shape {shape}, got"
+                                 f" {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+            if not out.flags.writeable or (out.size and out.strides[1] != 4):
+                raise ValueError("out must be writeable with contiguous rows (a (time, label) slice of a"
+                                 " (time, batch, label) array is fine)")
         try:
             loss, err = link.recv_loss_result(shape, out=out)
         except SprintRemoteError:

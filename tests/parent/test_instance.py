@@ -250,3 +250,21 @@ def test_atexit_closes_children_of_an_exiting_parent(fake_exec, tmp_path):
     assert len(pids) == 2
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), f"child {pid} outlived its parent"
+
+
+def test_bad_out_buffer_is_refused_before_reading(fake_exec):
+    inst = SprintSubprocessInstance(fake_exec)
+    try:
+        x = _post(4, 3)
+        inst.get_loss_and_error_signal__send("a", 4, x)
+        with pytest.raises(ValueError, match="shape"):
+            inst.get_loss_and_error_signal__read(out=np.zeros((5, 3), np.float32))
+        with pytest.raises(ValueError, match="contiguous rows"):
+            inst.get_loss_and_error_signal__read(out=np.zeros((4, 6), np.float32)[:, ::2])
+        # the answer is still there and the child alive
+        out = np.zeros((4, 3), np.float32)
+        _, _, err = inst.get_loss_and_error_signal__read(out=out)
+        assert err is out and inst.alive
+        np.testing.assert_array_equal(out, criterion(x)[1])
+    finally:
+        inst.close()
