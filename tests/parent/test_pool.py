@@ -190,3 +190,22 @@ def test_global_instance_registry_and_free_instance(fake_exec):
         other.close()
     assert SprintInstancePool.get_global_instance(opts) is not pool  # a closed pool is replaced
     SprintInstancePool.get_global_instance(opts).close()
+
+
+def test_timeout_inside_a_threaded_batch(fake_exec):
+    lengths = [4, 3, 2]
+    x = _batch(lengths)
+    from sprint_control import SprintTimeoutError
+
+    with SprintPool(2, fake_exec, sprint_args="--fake.sleep-on=slow", timeout=0.5) as pool:
+        with pytest.raises(SprintTimeoutError, match="restarted"):
+            pool.compute(x, lengths, ["a", "slow", "c"])
+        res = pool.compute(x, lengths, ["a", "b", "c"])
+        np.testing.assert_array_equal(res.error_signal, _expected(x, lengths)[1])
+        assert sum(inst.restarts for inst in pool.instances) == 1
+
+
+def test_echo_output_copies_the_childs_stderr(fake_exec, capfd):
+    with SprintPool(1, fake_exec, echo_output=True) as pool:
+        pool.compute(_batch([2]), [2], ["a"])
+    assert "fake child started" in capfd.readouterr().err
