@@ -162,7 +162,7 @@ def test_flow_b_cross_entropy_probabilities(emulators, proto):
 @pytest.mark.parametrize("proto", [1, 2])
 def test_rasr_control_loop_automata_and_losses(emulators, proto):
     emu = emulators("--*.action=python-control", "--*.python-control-loop-type=python-control-loop",
-                    "--*.training-criterion=ctc", segment_order=False)
+                    "--*.training-criterion=ctc")
     assert emu.link.handshake(protocol=proto) == proto
     corpus = emulator_corpus()
     for seg in corpus.segments:
