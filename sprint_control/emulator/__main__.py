@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Optional
 
 from .args import ArgumentError, parse_args
@@ -31,7 +32,8 @@ def setup_logging(level: str = "info") -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Runs the emulator on RASR-style arguments; returns the exit status."""
+    """Runs the emulator on RASR-style arguments; returns the exit status. A critical error ends the
+    process (status 1) right away, as in RASR: this is a program entry point, not a library call."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         from .args import OPTIONS
@@ -59,7 +61,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ValueError, OSError, KeyError) as exc:
         sys.stderr.write(f"[emulator] critical error: {exc}\n")
         return 1
-    return host.run()
+    try:
+        return host.run()
+    except Exception:
+        # A fault of the emulator itself: report it like RASR's critical errors and end the process even
+        # if the module left non-daemon threads running.
+        sys.stderr.write(traceback.format_exc())
+        die("internal error of the emulator")
 
 
 if __name__ == "__main__":

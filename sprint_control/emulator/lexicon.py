@@ -26,6 +26,7 @@ all 0.0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -146,9 +147,13 @@ class Lexicon:
     def blank_label(self) -> int:
         return len(self.alphabet)
 
+    @cached_property
+    def _index(self) -> dict:
+        return {c: i for i, c in enumerate(self.alphabet)}
+
     def words(self, orthography: str) -> list[list[int]]:
         """The orthography as words of symbol indices; ValueError for a symbol outside the alphabet."""
-        index = {c: i for i, c in enumerate(self.alphabet)}
+        index = self._index
         out = []
         for word in orthography.split():
             try:
