@@ -33,7 +33,7 @@ class Emulator:
     """One emulator child with our module on the other end of a pair of pipes."""
 
     def __init__(self, *options: str, module_config: str = "", segment_order: bool = True,
-                 corpus_args: tuple = ()):
+                 corpus_args: tuple = (), extra_fds: tuple = ()):
         c2p_r, c2p_w = os.pipe()
         p2c_r, p2c_w = os.pipe()
         config = f"c2p_fd:{c2p_w},p2c_fd:{p2c_r},minPythonControlVersion:2{module_config}"
@@ -58,8 +58,8 @@ class Emulator:
         ]
         args += list(options)
         try:
-            self.proc = subprocess.Popen(args, pass_fds=(c2p_w, p2c_r), close_fds=True, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)
+            self.proc = subprocess.Popen(args, pass_fds=(c2p_w, p2c_r, *extra_fds), close_fds=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         finally:
             os.close(c2p_w)
             os.close(p2c_r)
@@ -99,8 +99,9 @@ def expected(criterion: str, log_post: np.ndarray, seg) -> tuple[float, np.ndarr
     return loss, err
 
 
-def drive_segments(emu: Emulator, proto: int, criterion: str, seed: int = 0, corpus=None) -> list:
-    assert emu.link.handshake(protocol=proto) == proto
+def drive_segments(emu: Emulator, proto: int, criterion: str, seed: int = 0, corpus=None, shared=None) -> list:
+    assert emu.link.handshake(protocol=proto, shared=shared) == proto
+    assert (emu.link.shm is not None) == (shared is not None)
     rng = np.random.default_rng(seed)
     labels = criteria.num_labels(criterion)
     results = []
@@ -207,6 +208,24 @@ def test_discarded_segments_are_skipped(emulators, tmp_path, proto, flow):
     assert "'c/ü-short' skipped" in out
     if flow == "B":
         assert "backpropagate" in out  # the log says which step never happened
+
+
+@pytest.mark.parametrize("flow", ["A", "B", "loop"])
+def test_shared_memory_transport(emulators, flow):
+    """Protocol v2 with its shared-memory option: posteriors and error signal go through a memfd region."""
+    shm = pytest.importorskip("sprint_control.shm")
+    if not shm.available():
+        pytest.skip("memfd_create is not available on this system")
+    options = {
+        "A": ("--*.action=python-control", "--*.python-control-loop-type=iterate-corpus"),
+        "B": ("--*.action=supervised-segmentwise-training",),
+        "loop": ("--*.action=python-control", "--*.python-control-loop-type=python-control-loop"),
+    }[flow]
+    with shm.SharedRegion.create(1 << 20, max_size=1 << 26) as region:
+        emu = emulators(*options, "--*.training-criterion=ctc", extra_fds=(region.fd,))
+        drive_segments(emu, 2, "ctc", seed=8, shared=region)
+        out, err = emu.finish()
+        assert emu.proc.returncode == 0, err
 
 
 def test_parent_gone_ends_rasr(emulators):
