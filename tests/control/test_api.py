@@ -241,3 +241,17 @@ def test_init_processing_needs_the_callback(link_pair):
     ctl = control.init(name="Sprint.PythonControl", reference=None, config=link_pair.config, version_number=5)
     with pytest.raises(SprintControlError, match="callback"):
         ctl.init_processing(input_dim=-1, output_dim=-1)
+
+
+def test_verbose_config_logs_each_step(link_pair, capsys):
+    config = link_pair.config + ",verbose:true"
+    t = link_pair.start(drive_flow_a, config, FakeSprintCallback(), {"s1": "ab"}, [])
+    link_pair.parent.handshake(protocol=2)
+    post = random_log_posteriors(np.random.default_rng(0), 3, 4)
+    link_pair.parent.send_loss_request("s1", post)
+    link_pair.parent.recv_loss_result(post.shape)
+    link_pair.parent.send_exit()
+    t.finish()
+    out = capsys.readouterr().out
+    for step in ("using protocol 2", "loss request: 's1'", "segment list: 's1'", "process_segment: 's1'"):
+        assert step in out, step
