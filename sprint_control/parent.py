@@ -49,6 +49,7 @@ from .errors import (
     SprintTimeoutError,
 )
 from .protocol import PROTOCOL_V1, PROTOCOL_V2, V1_MAX_MESSAGE, Link
+from .shm import SharedRegion
 
 __all__ = [
     "SprintSubprocessInstance",
@@ -201,6 +202,8 @@ class SprintSubprocessInstance:
       ``sprint_control.parent.child`` logger at debug level and into ``stderr_tail``).
     - ``exit_timeout``: how long ``close`` waits for the child after ``exit`` before it
       terminates and then kills it.
+    - ``shared_region``: a ``SharedRegion`` (usually the pool's) that the child inherits; when
+      both ends agree, the matrices go through it and only descriptors through the pipe.
     """
 
     Version = 1  # the version number inside the v1 "init" message
@@ -224,6 +227,7 @@ class SprintSubprocessInstance:
         output_lines: int = 200,
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
+        shared_region: Optional[SharedRegion] = None,
         start: bool = True,
     ):
         if protocol not in (PROTOCOL_V1, PROTOCOL_V2):
@@ -248,6 +252,7 @@ class SprintSubprocessInstance:
         self.output_lines = output_lines
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
+        self.shared_region = shared_region
 
         self.parent_pid = os.getpid()
         self.protocol: Optional[int] = None
@@ -327,9 +332,10 @@ class SprintSubprocessInstance:
         try:
             # close_fds + pass_fds: exactly the two pipe ends reach the child; no preexec_fn, so no
             # Python runs between fork and exec (safe in a multi-threaded parent).
+            region_fds = (self.shared_region.fd,) if self.shared_region is not None else ()
             proc = subprocess.Popen(
                 args,
-                pass_fds=(c2p_w, p2c_r),
+                pass_fds=(c2p_w, p2c_r) + region_fds,
                 close_fds=True,
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
@@ -357,7 +363,7 @@ class SprintSubprocessInstance:
         assert link is not None
         link.timeout = self.start_timeout
         try:
-            self.protocol = link.handshake(self.name, protocol=self.requested_protocol)
+            self.protocol = link.handshake(self.name, protocol=self.requested_protocol, shared=self.shared_region)
         except SprintRemoteError as exc:
             self._kill()
             raise SprintChildError(f"Sprint child refused the handshake: {exc}", self._returncode(),
@@ -500,8 +506,12 @@ class SprintSubprocessInstance:
     # the segment-level calls (RETURNN's names)
 
     def get_loss_and_error_signal__send(self, seg_name: Union[str, bytes], seg_len: int,
-                                        log_posteriors: np.ndarray) -> None:
-        """Sends one segment's log-posteriors, (time, label) float32 (a row-strided view is fine)."""
+                                        log_posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> None:
+        """Sends one segment's log-posteriors, (time, label) float32 (a row-strided view is fine).
+
+        ``out``: where ``__read`` will be asked to put the error signal; over shared memory the child
+        then writes it there itself.
+        """
         if self.is_calculating:
             raise SprintControlError("a request is still pending on this instance: read its answer first")
         if isinstance(seg_name, bytes):
@@ -520,7 +530,7 @@ class SprintSubprocessInstance:
             # refuse before anything is written: the stream stays usable
             raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
         try:
-            link.send_loss_request(seg_name, post)
+            link.send_loss_request(seg_name, post, out=out)
         except SprintTimeoutError as exc:
             raise self._timed_out(f"while sending {seg_name!r}", exc) from exc
         except (EOFError, OSError, ProtocolError) as exc:
@@ -575,7 +585,7 @@ class SprintSubprocessInstance:
                                   out: Optional[np.ndarray] = None) -> tuple[str, float, np.ndarray]:
         """``__send`` then ``__read`` in one call."""
         post = np.asarray(log_posteriors)
-        self.get_loss_and_error_signal__send(seg_name, post.shape[0], post)
+        self.get_loss_and_error_signal__send(seg_name, post.shape[0], post, out=out)
         return self.get_loss_and_error_signal__read(out=out)
 
     def export_allophone_state_fsa(self, seg_name: Union[str, bytes]
@@ -735,7 +745,10 @@ class SprintInstancePool:
     as ``protocol`` or ``timeout``). Children start on first use; ``start()`` starts all at once.
     Options: ``restart_dead`` (default True) restarts a child that died before the next batch;
     ``gather`` sends each sequence as a contiguous copy instead of row by row from the batch (default
-    None: row by row with the compiled framing core, a copy with its pure-Python twin).
+    None: row by row with the compiled framing core, a copy with its pure-Python twin);
+    ``shm`` (False; True or an initial size in bytes) moves the matrices through one shared region
+    that every child maps, capped at ``shm_max_size`` bytes; ``empty``/``zeros`` then allocate
+    arrays in it, and posteriors written there cost no copy at all.
     """
 
     class_lock = threading.RLock()
@@ -764,6 +777,14 @@ class SprintInstancePool:
         # copy (up to 2x for thousands of labels, equal for 88); the pure-Python twin's os.writev over
         # one memoryview per row loses to one copy.
         self.gather = (framing.IMPLEMENTATION != "cython") if gather is None else bool(gather)
+        shm_opt = opts.pop("shm", False)
+        shm_max = int(opts.pop("shm_max_size", 8 << 30))
+        self.region: Optional[SharedRegion] = None
+        if shm_opt:
+            size = 64 << 20 if shm_opt is True else int(shm_opt)
+            self.region = SharedRegion.create(size, max_size=shm_max)
+            opts["shared_region"] = self.region
+            self.gather = False  # the descriptor path reads the rows where they are
         self.sprint_opts = opts
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
@@ -775,6 +796,28 @@ class SprintInstancePool:
     @property
     def numInstances(self) -> int:
         return self.max_num_instances
+
+    def empty(self, shape, dtype=np.float32) -> np.ndarray:
+        """An uninitialised array for batch data: in the shared region when the pool uses one
+        (the children then read and write it in place), else an ordinary numpy array."""
+        if self.region is not None:
+            try:
+                return self.region.empty(shape, dtype)
+            except MemoryError as exc:  # at its cap: the children still serve it through their slots or the pipe
+                logger.warning("shared region full (%s); allocating %s outside it", exc, shape)
+        return np.empty(shape, dtype)
+
+    def zeros(self, shape, dtype=np.float32) -> np.ndarray:
+        """Like ``empty``, filled with zeros."""
+        arr = self.empty(shape, dtype)
+        arr[...] = 0
+        return arr
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        """True when every running child moves its matrices through the shared region."""
+        running = [i for i in self.instances if i._link is not None]
+        return bool(running) and all(i._link.shm is not None for i in running)
 
     @property
     def protocol(self) -> Optional[int]:
@@ -880,7 +923,7 @@ class SprintInstancePool:
             post = np.ascontiguousarray(post, dtype=np.float32)
         n_batch = post.shape[1]
         loss = np.zeros((n_batch,), dtype=np.float32)
-        error_signal = np.zeros(post.shape, dtype=np.float32)
+        error_signal = self.zeros(post.shape)
         gather = self.gather
 
         def work(inst: SprintSubprocessInstance, idxs: list[int]) -> None:
@@ -889,7 +932,7 @@ class SprintInstancePool:
                 seq = post[:t, b]
                 if gather:
                     seq = np.ascontiguousarray(seq)
-                inst.get_loss_and_error_signal__send(names[b], t, seq)
+                inst.get_loss_and_error_signal__send(names[b], t, seq, out=error_signal[:t, b])
                 _, value, _ = inst.get_loss_and_error_signal__read(out=error_signal[:t, b])
                 loss[b] = value
 
@@ -936,6 +979,8 @@ class SprintInstancePool:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
+            if self.region is not None:
+                self.region.close()  # arrays handed out keep their pages until they die
             for exc in errors:  # pragma: no cover
                 logger.error("closing a Sprint child failed: %s", exc)
 
@@ -1006,6 +1051,8 @@ class SprintPool(SprintInstancePool):
         env: Optional[Mapping[str, str]] = None,
         restart_dead: bool = True,
         gather: Optional[bool] = None,
+        shm: Union[bool, int] = False,
+        shm_max_size: int = 8 << 30,
         start: bool = True,
     ):
         super().__init__(dict(
@@ -1025,6 +1072,8 @@ class SprintPool(SprintInstancePool):
             env=env,
             restart_dead=restart_dead,
             gather=gather,
+            shm=shm,
+            shm_max_size=shm_max_size,
         ))
         if start:
             self.start()
