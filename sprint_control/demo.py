@@ -101,6 +101,7 @@ def run_demo(
     progress: bool = True,
     out: Optional[TextIO] = None,
     timeout: Optional[float] = 120.0,
+    shm: bool = False,
 ) -> DemoReport:
     """Trains the demo model; prints per-epoch lines and a summary to ``out`` (None: silent)."""
     from .emulator import criteria
@@ -141,10 +142,11 @@ def run_demo(
     b = np.zeros((labels,), dtype=np.float32)
     stats: list[EpochStats] = []
 
-    with SprintPool(instances, sprint_exec, args, protocol=protocol, timeout=timeout) as pool:
+    with SprintPool(instances, sprint_exec, args, protocol=protocol, timeout=timeout, shm=shm) as pool:
         command = sprint_exec or "python -m sprint_control.emulator"
+        transport = " over shared memory" if pool.uses_shared_memory else ""
         say(f"sprint-control demo: {segments} synthetic segments, {labels} labels ({criterion}),"
-            f" features {feat_dim}, {instances} Sprint children ({command}), protocol v{pool.protocol}")
+            f" features {feat_dim}, {instances} Sprint children ({command}), protocol v{pool.protocol}{transport}")
         for epoch in range(1, epochs + 1):
             order = rng.permutation(len(segs))
             started = time.perf_counter()
@@ -168,6 +170,10 @@ def run_demo(
                     for j, s in enumerate(batch):
                         feats[: s.num_frames, j] = s.features
                     log_post = _log_softmax(feats @ W + b)
+                    if shm:  # the batch lives in the shared region: the children read it in place
+                        shared = pool.empty(log_post.shape)
+                        np.copyto(shared, log_post)
+                        log_post = shared
                     t0 = time.perf_counter()
                     result = pool.compute(log_post, lengths, [s.name for s in batch])
                     sprint_seconds += time.perf_counter() - t0
@@ -253,6 +259,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default 0.5)")
     p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--shm", action="store_true",
+                   help="move the matrices through shared memory instead of the pipes (protocol 2 only)")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for each answer of a child (default 120)")
     return p
@@ -269,6 +277,6 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None) -> int
         instances=args.instances, segments=args.segments, epochs=args.epochs, criterion=args.criterion,
         protocol=args.protocol, sprint_exec=args.sprint_exec, sprint_args=shlex.split(args.sprint_args),
         num_labels=args.num_labels, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
-        progress=not args.no_progress, out=out, timeout=args.timeout,
+        progress=not args.no_progress, out=out, timeout=args.timeout, shm=args.shm,
     )
     return 0 if report.loss_fell or len(report.epochs) < 2 else 1

@@ -403,7 +403,8 @@ class Link:
         are not copied at all, others once into this link's slot; ``out`` (the destination that
         ``recv_loss_result`` will be given) lets the child write the error signal straight there.
         """
-        if self.shm is not None and self._send_shared_request(seg_name, posteriors, out):
+        if (self.shm is not None and getattr(posteriors, "nbytes", 0) >= self.shm.inline_below
+                and self._send_shared_request(seg_name, posteriors, out)):
             return
         if self.protocol == PROTOCOL_V2:
             framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, posteriors, seq=self._next_seq())

@@ -40,6 +40,9 @@ logger = logging.getLogger("sprint_control.shm")
 
 #: Default cap on a region: enough for a (3500, 12001) float32 batch slice in and out many times over.
 DEFAULT_MAX_SIZE = 8 << 30
+#: Matrices smaller than this travel inline through the pipe even when a region is shared: below it
+#: a pipe round trip costs less than the descriptor bookkeeping (measured in docs/shm.md).
+DEFAULT_INLINE_BELOW = 128 * 1024
 #: Allocations start on 64-byte boundaries (cache lines, and any SIMD load the criterion may do).
 ALIGN = 64
 _F32 = np.dtype(np.float32)
@@ -104,12 +107,14 @@ class SharedRegion:
     """
 
     def __init__(self, fd: int, size: int, *, generation: int = 0, max_size: int = DEFAULT_MAX_SIZE,
-                 owns_fd: bool = True):
+                 owns_fd: bool = True, inline_below: int = DEFAULT_INLINE_BELOW):
         if size <= 0:
             raise ValueError(f"region size must be positive, got {size}")
         self.fd = fd
         self.max_size = max(max_size, size)
         self.generation = generation
+        #: matrices of fewer bytes go through the pipe (the parent decides; see DEFAULT_INLINE_BELOW)
+        self.inline_below = inline_below
         self._owns_fd = owns_fd
         self._lock = threading.Lock()
         self._mapping = _Mapping(fd, size)
@@ -120,10 +125,11 @@ class SharedRegion:
     # -- life cycle ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, size: int = 64 << 20, max_size: int = DEFAULT_MAX_SIZE) -> SharedRegion:
+    def create(cls, size: int = 64 << 20, max_size: int = DEFAULT_MAX_SIZE,
+               inline_below: int = DEFAULT_INLINE_BELOW) -> SharedRegion:
         """A new, zero-filled region of ``size`` bytes (rounded up to whole pages)."""
         size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
-        return cls(_anonymous_fd(size), size, max_size=max_size)
+        return cls(_anonymous_fd(size), size, max_size=max_size, inline_below=inline_below)
 
     @classmethod
     def attach(cls, fd: int, size: int, generation: int = 0) -> SharedRegion:
@@ -254,7 +260,7 @@ class SharedRegion:
                 or arr.strides[1] != 4 or arr.strides[0] < 0):
             return None
         rows, cols = arr.shape
-        start = arr.ctypes.data
+        start = arr.__array_interface__["data"][0]
         row_stride = arr.strides[0] if rows > 1 else cols * 4
         extent = (rows - 1) * row_stride + cols * 4 if rows and cols else 0
         mappings = [self._mapping] + [m for m in (self._lookup_older()) if m is not None]

@@ -122,7 +122,7 @@ class Child:
 
 @pytest.fixture
 def region():
-    r = shm.SharedRegion.create(1 << 20, max_size=1 << 28)
+    r = shm.SharedRegion.create(1 << 20, max_size=1 << 28, inline_below=0)  # even tiny matrices use it
     yield r
     r.close()
 
@@ -182,6 +182,19 @@ def test_a_segment_larger_than_the_region_grows_it_and_the_child_follows(region)
         child.close()
 
 
+def test_small_matrices_go_inline_through_the_pipe():
+    with shm.SharedRegion.create(1 << 20) as region:
+        child = Child(region)
+        try:
+            small = np.ones((4, 100), np.float32)  # 1.6 kB, far below the default threshold
+            child.link.send_loss_request("s", small)
+            assert child.link._pending_shm is None and not child.link._slots
+            loss, err = child.link.recv_loss_result(small.shape)
+            np.testing.assert_array_equal(err, expected(small)[1])
+        finally:
+            child.close()
+
+
 def test_v1_forced_parent_does_not_use_the_region(region):
     child = Child(region, protocol=1)
     try:
@@ -200,8 +213,10 @@ def child_link(region):
     parent = Link(c2p[0], p2c[1], timeout=10)
     child = Link(p2c[0], c2p[1])
     child.shm = shm.SharedRegion.attach(region.fd, region.size)
+    child.shm.inline_below = 0
     child.protocol = parent.protocol = 2
     yield parent, child
+    child.shm.close()
     for fd in p2c + c2p:
         os.close(fd)
 
@@ -275,9 +290,10 @@ def _memfds() -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_nothing_is_left_after_the_child_is_killed():
+    gc.collect()
     shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     fds_before = _memfds()
-    region = shm.SharedRegion.create(1 << 20)
+    region = shm.SharedRegion.create(1 << 20, inline_below=0)
     child = Child(region)
     child.link.send_loss_request("s", np.ones((4, 4), np.float32))
     child.link.recv_loss_result((4, 4))

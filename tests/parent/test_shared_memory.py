@@ -39,7 +39,7 @@ def test_shared_memory_pool_equals_the_pipe_pool(num_instances):
         x, lengths, tags = _batch(None, labels, seed=1)
         expected = pipe_pool.compute(x, lengths, tags)
         assert not pipe_pool.uses_shared_memory
-    with SprintPool(num_instances, sprint_args=ARGS, timeout=60, shm=True) as pool:
+    with SprintPool(num_instances, sprint_args=ARGS, timeout=60, shm=True, shm_inline_below=0) as pool:
         assert pool.uses_shared_memory and pool.protocol == 2
         xs, _, _ = _batch(pool, labels, seed=1)
         assert pool.region.locate(xs[:, 0]) is not None  # the batch lives in the region
@@ -54,7 +54,7 @@ def test_shared_memory_pool_equals_the_pipe_pool(num_instances):
 
 def test_region_grows_for_a_long_segment_and_children_follow():
     labels = criteria.num_labels("ctc")
-    with SprintPool(1, sprint_args=ARGS, timeout=60, shm=4096, shm_max_size=1 << 28) as pool:
+    with SprintPool(1, sprint_args=ARGS, timeout=60, shm=4096, shm_max_size=1 << 28, shm_inline_below=0) as pool:
         x, lengths, tags = _batch(pool, labels, seed=2)
         res = pool.compute(x, lengths, tags)
         assert pool.region.generation >= 1 and pool.uses_shared_memory
@@ -72,7 +72,7 @@ def test_region_grows_for_a_long_segment_and_children_follow():
 
 def test_a_capped_region_falls_back_to_the_pipe():
     labels = criteria.num_labels("ctc")
-    with SprintPool(1, sprint_args=ARGS, timeout=60, shm=4096, shm_max_size=8192) as pool:
+    with SprintPool(1, sprint_args=ARGS, timeout=60, shm=4096, shm_max_size=8192, shm_inline_below=0) as pool:
         x, lengths, tags = _batch(None, labels, seed=4)
         res = pool.compute(x, lengths, tags)
     loss0, err0 = criteria.compute_criterion("ctc", x[: lengths[0], 0], orthography=CORPUS.segments[0].orthography)
