@@ -61,6 +61,8 @@ TRANSPORTS: tuple[str, ...] = ("v2", "v1", "v1c", "bare")
 
 _CHILD_TIMEOUT = 120.0
 _SEG = "bench/seg-0001"
+#: the one segment of the emulator's synthetic corpus (the bench criterion needs only the posteriors)
+EMULATOR_SEGMENT = "synthetic/rec0000/seg"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +306,55 @@ class PipePeer:
         self.close()
 
 
+class EmulatorPeer:
+    """The RASR emulator as the child, driven like a user would: ``SprintSubprocessInstance`` with the
+    Sprint-side module ``sprint_control.control`` inside ``python -m sprint_control.emulator``.
+
+    ``transport``: "v2" or "v1" (the package's own v1 on both ends). The emulator computes
+    ``criterion`` (default ``bench``: its cheap cross-entropy against the frame-wise argmax) over
+    ``labels`` labels, so a round trip here includes that arithmetic and the module's work.
+    """
+
+    def __init__(self, transport: str = "v2", labels: int = 1, criterion: str = "bench",
+                 timeout: float = _CHILD_TIMEOUT):
+        from .parent import SprintSubprocessInstance, emulator_command
+
+        if transport not in ("v2", "v1"):
+            raise ValueError(f"the emulator child speaks v2 or v1, not {transport!r}")
+        self.transport = transport
+        self.labels = labels
+        args = [f"--*.training-criterion={criterion}", f"--*.corpus.num-labels={labels}",
+                "--*.corpus.synthetic=1", "--*.corpus.max-frames=20", "--*.corpus.min-frames=1"]
+        self.inst = SprintSubprocessInstance(
+            emulator_command(), sprintConfigStr=args, protocol=PROTOCOL_V2 if transport == "v2" else PROTOCOL_V1,
+            timeout=timeout, name="sprint_control.bench",
+        )
+        want = PROTOCOL_V2 if transport == "v2" else PROTOCOL_V1
+        if self.inst.protocol != want:
+            self.close()
+            raise RuntimeError(f"the emulator negotiated protocol {self.inst.protocol}, wanted {want}")
+
+    def send(self, posteriors: np.ndarray, seg_name: str = EMULATOR_SEGMENT) -> None:
+        self.inst.get_loss_and_error_signal__send(seg_name, posteriors.shape[0], posteriors)
+
+    def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
+        _, loss, err = self.inst.get_loss_and_error_signal__read(out=out)
+        return loss, err
+
+    def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
+        self.send(posteriors)
+        return self.receive(posteriors.shape, out=out)
+
+    def close(self) -> None:
+        self.inst.close()
+
+    def __enter__(self) -> EmulatorPeer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class PipePool:
     """``n`` v2 pipe children sharing a (time, batch, label) batch, longest sequences first.
 
@@ -364,52 +415,83 @@ def _repeats_for(nbytes: int, budget: float) -> int:
     return int(min(max(budget / guess, 3), 2000))
 
 
+#: Children ``measure_sizes`` can run against.
+CHILDREN: tuple[str, ...] = ("emulator", "pipe")
+#: Transports each child speaks ("bare" always runs on the pipe child: it has no protocol).
+CHILD_TRANSPORTS = {"pipe": TRANSPORTS, "emulator": ("v2", "v1", "bare")}
+
+
+def _new_peer(transport: str, child: str, labels: int, criterion: str):
+    if child == "emulator" and transport != "bare":
+        return EmulatorPeer(transport, labels, criterion)
+    return PipePeer(transport)
+
+
 def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence[str] = TRANSPORTS,
                   budget: float = 1.0, repeats: Optional[int] = None, check: bool = True,
-                  peers: Optional[dict[str, PipePeer]] = None) -> list[dict]:
+                  peers: Optional[dict] = None, child: str = "pipe", criterion: str = "bench") -> list[dict]:
     """Round trips of every transport at every size, interleaved; one dict of figures per size.
 
     Each round is one round trip per transport in turn, so a slow moment of a shared machine hits
-    all of them alike; medians over the rounds. ``check`` compares every answer with the expected one.
+    all of them alike; medians over the rounds. ``check`` compares every answer with the expected
+    one (pipe child), or the v2 answer with the v1 answer (emulator: both ran the same criterion).
+    ``peers`` (transport -> pipe peer) lets a caller reuse children across calls.
     """
-    own = peers is None
-    if own:
-        peers = {}
+    if child not in CHILDREN:
+        raise ValueError(f"unknown child {child!r}: expected one of {CHILDREN}")
+    bad = [t for t in transports if t not in CHILD_TRANSPORTS[child]]
+    if bad:
+        raise ValueError(f"the {child} child does not speak {bad}: choose from {CHILD_TRANSPORTS[child]}")
+    shared = peers if peers is not None else {}
+    per_size: list = []  # emulator peers: one per label count, closed after their size
     rows = []
     try:
-        for t in transports:
-            if t not in peers:
-                peers[t] = PipePeer(t)
         for time_, labels in sizes:
+            current = {}
+            for t in transports:
+                if child == "emulator" and t != "bare":
+                    current[t] = _new_peer(t, child, labels, criterion)
+                    per_size.append(current[t])
+                else:
+                    if t not in shared:
+                        shared[t] = PipePeer(t)
+                    current[t] = shared[t]
             post = make_posteriors(time_, labels)
             nbytes = post.nbytes
             n = repeats if repeats is not None else _repeats_for(nbytes, budget)
             expected = expected_error_signal(post) if check else None
-            times: dict[str, list[float]] = {t: [] for t in transports}
+            answers = {}
             for t in transports:  # warm-up: first-touch costs of the pipes and the child's buffers
-                _, err = peers[t].roundtrip(post)
-                if check and not np.array_equal(err, expected):
+                _, answers[t] = current[t].roundtrip(post)
+                if check and not isinstance(current[t], EmulatorPeer) and not np.array_equal(answers[t], expected):
                     raise AssertionError(f"{t}: wrong error signal at size {(time_, labels)}")
+            if check and child == "emulator" and "v2" in answers and "v1" in answers:
+                if not np.array_equal(answers["v2"], answers["v1"]):
+                    raise AssertionError(f"v2 and v1 answers differ at size {(time_, labels)}")
+            del answers
+            times: dict[str, list[float]] = {t: [] for t in transports}
             for _ in range(n):
                 for t in transports:
                     t0 = time.perf_counter()
-                    peers[t].roundtrip(post)
+                    current[t].roundtrip(post)
                     times[t].append(time.perf_counter() - t0)
             row = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n}
             for t in transports:
                 med = statistics.median(times[t])
                 row[t] = {"seconds": med, "segments_per_s": 1.0 / med, "gb_per_s": 2 * nbytes / med / 1e9}
-            if "v2" in row and "bare" in row:
-                row["v2_over_bare"] = row["v2"]["segments_per_s"] / row["bare"]["segments_per_s"]
-            if "v2" in row and "v1" in row:
-                row["v2_over_v1"] = row["v2"]["segments_per_s"] / row["v1"]["segments_per_s"]
-            if "v2" in row and "v1c" in row:
-                row["v2_over_v1c"] = row["v2"]["segments_per_s"] / row["v1c"]["segments_per_s"]
+            for other in ("bare", "v1", "v1c"):
+                if "v2" in row and other in row:
+                    row[f"v2_over_{other}"] = row["v2"]["segments_per_s"] / row[other]["segments_per_s"]
             rows.append(row)
             log.info("measured %s", row)
+            for p in per_size:
+                p.close()
+            per_size = []
     finally:
-        if own:
-            for p in peers.values():
+        for p in per_size:
+            p.close()
+        if peers is None:
+            for p in shared.values():
                 p.close()
     return rows
 
@@ -425,8 +507,10 @@ def _status_kib(field: str) -> int:
 def _rss_probe(argv: Sequence[str]) -> int:
     """In a fresh process: the parent's peak RSS over one round trip, above its idle state."""
     transport, time_, labels = argv[0], int(argv[1]), int(argv[2])
-    with PipePeer(transport) as peer:
-        peer.roundtrip(make_posteriors(1, 1))  # imports and first calls done before the baseline
+    child = argv[3] if len(argv) > 3 else "pipe"
+    peer = _new_peer(transport, child, labels, "bench")
+    with peer:
+        peer.roundtrip(make_posteriors(1, labels))  # imports and first calls done before the baseline
         base = _status_kib("VmRSS")
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -437,21 +521,24 @@ def _rss_probe(argv: Sequence[str]) -> int:
         post = make_posteriors(time_, labels)
         _, err = peer.roundtrip(post)
         peak = _status_kib("VmHWM")
-        ok = bool(np.array_equal(err, expected_error_signal(post)))
+        if child == "pipe":
+            ok = bool(np.array_equal(err, expected_error_signal(post)))
+        else:
+            ok = err.shape == post.shape and err.dtype == np.float32 and bool(np.isfinite(err).all())
     print(json.dumps({"transport": transport, "time": time_, "labels": labels, "base_kib": base,
                       "peak_kib": peak, "hwm_reset": reset, "arrays_bytes": post.nbytes + err.nbytes,
                       "correct": ok}))
     return 0
 
 
-def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2") -> dict:
+def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2", child: str = "pipe") -> dict:
     """Runs one round trip in a fresh process; returns its peak RSS growth (bytes) and the array bytes.
 
     ``growth_bytes`` = peak RSS during the round trip minus the RSS before the posteriors existed;
     ``arrays_bytes`` = input + output array bytes, what the growth cannot avoid.
     """
     out = subprocess.run([sys.executable, "-m", "sprint_control.bench", "--rss-probe", transport, str(time_),
-                          str(labels)], capture_output=True, text=True, timeout=300, check=False)
+                          str(labels), child], capture_output=True, text=True, timeout=300, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"rss probe failed ({out.returncode}): {out.stderr[-2000:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -477,14 +564,16 @@ def format_table(rows: list[dict], transports: Sequence[str] = TRANSPORTS) -> st
     heads = ["size (T, L)", "MB each way"]
     for t in transports:
         heads += [f"{t} seg/s", f"{t} GB/s"]
-    heads += ["v2/bare", "v2/v1", "v2/v1c", "peak RSS MiB", "in+out MiB"]
+    ratios = [o for o in ("bare", "v1", "v1c") if o in transports and "v2" in transports]
+    heads += [f"v2/{o}" for o in ratios] + ["peak RSS MiB", "in+out MiB"]
     lines = []
     for r in rows:
         cells = [f"({r['time']}, {r['labels']})", f"{r['bytes_each_way'] / 1e6:.2f}"]
         for t in transports:
             f = r.get(t)
             cells += [_fmt_rate(f["segments_per_s"]), f"{f['gb_per_s']:.2f}"] if f else ["-", "-"]
-        for k in ("v2_over_bare", "v2_over_v1", "v2_over_v1c"):
+        for o in ratios:
+            k = f"v2_over_{o}"
             cells.append(f"{r[k]:.2f}" if k in r else "-")
         rss = r.get("peak_rss")
         cells.append(f"{rss['growth_bytes'] / 2**20:.1f}" if rss else "-")
@@ -516,25 +605,44 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="sprint-control bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="+", type=_parse_size, default=list(SIZES), metavar="T,L",
                     help="(time, label) sizes, float32 (default: the suite's five)")
+    ap.add_argument("--child", choices=CHILDREN, default="emulator",
+                    help="emulator: the RASR emulator through SprintSubprocessInstance, as a user runs it"
+                         " (default); pipe: a minimal child that measures the transport alone")
+    ap.add_argument("--criterion", default="bench",
+                    help="the emulator's --*.training-criterion (default bench: cheap, any label count)")
     ap.add_argument("--budget", type=float, default=1.0,
                     help="rough seconds per size and transport (more rounds: steadier medians)")
     ap.add_argument("--repeats", type=int, default=None, help="round trips per transport and size (overrides --budget)")
-    ap.add_argument("--transports", nargs="+", choices=TRANSPORTS, default=list(TRANSPORTS))
+    ap.add_argument("--transports", nargs="+", choices=TRANSPORTS, default=None,
+                    help="default: v2 v1 bare (emulator), v2 v1 v1c bare (pipe)")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probe (one fresh process per size)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
-    rows = measure_sizes(args.sizes, args.transports, budget=args.budget, repeats=args.repeats)
+    transports = args.transports or list(CHILD_TRANSPORTS[args.child])
+    bad = [t for t in transports if t not in CHILD_TRANSPORTS[args.child]]
+    if bad:
+        ap.error(f"the {args.child} child does not speak {' '.join(bad)}")
+    rows = measure_sizes(args.sizes, transports, budget=args.budget, repeats=args.repeats, child=args.child,
+                         criterion=args.criterion)
     if not args.no_rss:
         for r in rows:
-            r["peak_rss"] = peak_rss_of_roundtrip(r["time"], r["labels"], "v2")
-    print(f"sprint_control bench: framing core {framing.IMPLEMENTATION}, child: pipe child, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
+            r["peak_rss"] = peak_rss_of_roundtrip(r["time"], r["labels"], "v2", args.child)
+    if args.child == "emulator":
+        who = (f"child: RASR emulator (criterion {args.criterion}) via SprintSubprocessInstance;"
+               " v1 = this package's v1 on both ends; bare = bare readv/writev on a pipe child")
+    else:
+        who = "child: minimal pipe child (transport only); v1 = RETURNN's writer both ways, v1c = C pickler"
+    print(f"sprint_control bench: framing core {framing.IMPLEMENTATION}, {os.cpu_count()} cores,"
+          f" Python {platform.python_version()}, numpy {np.__version__}")
+    print(who)
     print("round trip = parent sends (T, L) float32 posteriors, child answers a same-shape error signal;"
-          " medians; GB/s counts both directions")
-    print(format_table(rows, args.transports))
+          " medians of interleaved rounds; GB/s counts both directions; peak RSS = parent's growth in one v2"
+          " round trip")
+    print(format_table(rows, transports))
     if args.json:
-        doc = {"implementation": framing.IMPLEMENTATION, "child": "pipe", "cpu_count": os.cpu_count(),
-               "python": platform.python_version(), "numpy": np.__version__, "rows": rows}
+        doc = {"implementation": framing.IMPLEMENTATION, "child": args.child, "criterion": args.criterion,
+               "transports": transports, "cpu_count": os.cpu_count(), "python": platform.python_version(),
+               "numpy": np.__version__, "rows": rows}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)
     return 0

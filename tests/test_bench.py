@@ -23,7 +23,7 @@ from sprint_control import bench, framing
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SIZES = [(1, 1), (3, 17)]
 #: replacement values for asv parameters, so the whole suite runs in seconds
-TINY_PARAMS = {"size": TINY_SIZES}
+TINY_PARAMS = {"size": TINY_SIZES}  # other parameters (transport, children, child) run all their values
 TINY_ATTRS = {"batch_shape": (5, 3, 7), "rounds": 2}
 
 
@@ -88,35 +88,69 @@ def test_peak_rss_probe_reports_growth_and_arrays():
     assert res["growth_bytes"] > 0
 
 
-def test_bench_tool_prints_the_table_and_writes_json(tmp_path):
+def _run_tool(tmp_path, *args):
     out_json = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, "-m", "sprint_control.bench", "--sizes", "1,1", "4,9", "--repeats", "2",
-         "--json", str(out_json)],
-        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+         "--json", str(out_json), *args],
+        capture_output=True, text=True, timeout=180, cwd=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    table = [ln for ln in lines if ln.startswith("|")]
+    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
+    return table, json.loads(out_json.read_text())
+
+
+def _check_figures(table, doc, transports):
     assert len(table) == 2 + 2  # head, rule, one row per size
-    for word in ("v2 seg/s", "v1 GB/s", "bare seg/s", "v2/bare", "v2/v1", "peak RSS MiB"):
+    for t in transports:
+        assert f"{t} seg/s" in table[0] and f"{t} GB/s" in table[0]
+    for word in ("v2/bare", "v2/v1", "peak RSS MiB", "in+out MiB"):
         assert word in table[0]
     assert table[2].lstrip("| ").startswith("(1, 1)") and "(4, 9)" in table[3]
-    doc = json.loads(out_json.read_text())
+    assert doc["transports"] == list(transports)
     assert [(r["time"], r["labels"]) for r in doc["rows"]] == [(1, 1), (4, 9)]
     for r in doc["rows"]:
-        for t in bench.TRANSPORTS:
+        assert r["bytes_each_way"] == r["time"] * r["labels"] * 4
+        for t in transports:
             f = r[t]
             assert f["segments_per_s"] == pytest.approx(1.0 / f["seconds"])
             assert f["gb_per_s"] == pytest.approx(2 * r["bytes_each_way"] / f["seconds"] / 1e9)
         assert r["v2_over_bare"] == pytest.approx(r["v2"]["segments_per_s"] / r["bare"]["segments_per_s"])
         assert r["v2_over_v1"] == pytest.approx(r["v2"]["segments_per_s"] / r["v1"]["segments_per_s"])
         assert r["peak_rss"]["arrays_bytes"] == 2 * r["bytes_each_way"]
+        assert r["peak_rss"]["correct"]
 
 
-def test_bench_tool_rejects_a_bad_size():
+def test_bench_tool_on_the_pipe_child(tmp_path):
+    table, doc = _run_tool(tmp_path, "--child", "pipe")
+    _check_figures(table, doc, ("v2", "v1", "v1c", "bare"))
+    assert doc["child"] == "pipe"
+    for r in doc["rows"]:
+        assert r["v2_over_v1c"] == pytest.approx(r["v2"]["segments_per_s"] / r["v1c"]["segments_per_s"])
+
+
+def test_bench_tool_on_the_emulator_by_default(tmp_path):
+    table, doc = _run_tool(tmp_path)
+    _check_figures(table, doc, ("v2", "v1", "bare"))
+    assert doc["child"] == "emulator" and doc["criterion"] == "bench"
+    assert "v1c" not in table[0]
+
+
+def test_emulator_peer_answers_the_same_on_v1_and_v2():
+    post = bench.make_posteriors(6, 11, seed=4)
+    with bench.EmulatorPeer("v2", 11) as a, bench.EmulatorPeer("v1", 11) as b:
+        loss2, err2 = a.roundtrip(post)
+        loss1, err1 = b.roundtrip(post)
+    assert err2.shape == (6, 11) and err2.dtype == np.float32
+    np.testing.assert_array_equal(err1, err2)
+    assert loss1 == pytest.approx(loss2)
+
+
+def test_bench_tool_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         bench.main(["--sizes", "12"])
+    with pytest.raises(SystemExit):
+        bench.main(["--child", "emulator", "--transports", "v1c"])
 
 
 # ---------------------------------------------------------------------------------------------
