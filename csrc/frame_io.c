@@ -30,6 +30,7 @@ double sc_monotonic(void) {
 /* Spin budget in seconds; read once from the environment (a benign race: every thread computes
    the same value). */
 static volatile double sc_spin_budget = -1.0;
+static volatile int sc_spin_yield = 1;
 
 static double sc_spin_seconds(void) {
     volatile double *budget_p = &sc_spin_budget;
@@ -43,6 +44,8 @@ static double sc_spin_seconds(void) {
             if (end && *end == '\0' && v >= 0) us = v;
         }
         b = (double)us * 1e-6;
+        const char *y = getenv("SPRINT_CONTROL_SPIN_YIELD");
+        if (y && y[0] == '0' && y[1] == '\0') sc_spin_yield = 0;
         *budget_p = b;
     }
     return b;
@@ -67,8 +70,8 @@ static int sc_spin(int fd, short events, double deadline) {
 }
 
 /* Waits until fd is ready for `events` or the deadline passes. */
-static int sc_wait(int fd, short events, double deadline) {
-    if (sc_spin(fd, events, deadline)) return 0;
+static int sc_wait(int fd, short events, double deadline, int spin) {
+    if (spin && sc_spin(fd, events, deadline)) return 0;
     if (deadline < 0) return 0;
     double left = deadline - sc_monotonic();
     if (left <= 0) return -ETIMEDOUT;
@@ -108,22 +111,74 @@ static ssize_t sc_push(int fd, const struct iovec *iov, int n, int splice) {
     return writev(fd, iov, n);
 }
 
+/* RWF_NOWAIT on pipes (Linux 5.x+): try the transfer without blocking first, so a ready pipe costs
+   one system call instead of a poll plus the call. Cleared when the kernel refuses the flag. */
+static volatile int sc_nowait_ok = 1;
+
+/* One read or write that does not block: bytes moved, or -1 with errno (EAGAIN: not ready). */
+static ssize_t sc_try(int fd, const struct iovec *iov, int n, int writing) {
+#ifdef RWF_NOWAIT
+    if (sc_nowait_ok) {
+        ssize_t r = writing ? pwritev2(fd, iov, n, -1, RWF_NOWAIT) : preadv2(fd, iov, n, -1, RWF_NOWAIT);
+        if (r >= 0 || (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)) return r;
+        sc_nowait_ok = 0;
+    }
+#else
+    (void)fd; (void)iov; (void)n; (void)writing;
+#endif
+    errno = EAGAIN;
+    return -1;
+}
+
+static inline void sc_relax(void);
+
+/* One transfer step: without blocking when the pipe is ready (after a short spin), else waits
+   (with the deadline) and makes the blocking call. Returns bytes moved (0: EOF on a read) or
+   -errno; -EAGAIN: nothing moved on a non-blocking fd, call again. */
+static ssize_t sc_step(int fd, const struct iovec *iov, int n, int writing, int splice, double deadline) {
+    if (deadline >= 0 && sc_monotonic() >= deadline) return -ETIMEDOUT;
+    ssize_t r;
+    if (!splice) {
+        r = sc_try(fd, iov, n, writing);
+        if (r >= 0) return r;
+        if (errno != EAGAIN) return -errno;
+        if (sc_nowait_ok) { /* spin: each try is one system call that moves data when there is some */
+            double budget = sc_spin_seconds();
+            if (budget > 0) {
+                double end = sc_monotonic() + budget;
+                if (deadline >= 0 && deadline < end) end = deadline;
+                do {
+                    sc_relax();
+                    r = sc_try(fd, iov, n, writing);
+                    if (r >= 0) return r;
+                    if (errno != EAGAIN) return -errno;
+                } while (sc_monotonic() < end);
+            }
+        }
+    }
+    int rc = sc_wait(fd, writing ? POLLOUT : POLLIN, deadline, !(sc_nowait_ok && !splice));
+    if (rc < 0) return rc;
+    if (writing)
+        r = sc_push(fd, iov, n, splice);
+    else
+        r = readv(fd, iov, n);
+    if (r >= 0) return r;
+    if (errno == EAGAIN) { /* non-blocking fd: wait for the pipe instead of spinning, then go again */
+        struct pollfd p = {fd, writing ? POLLOUT : POLLIN, 0};
+        if (deadline < 0 && poll(&p, 1, -1) < 0) return -errno;
+        return -EAGAIN;
+    }
+    return -errno;
+}
+
 static int sc_write_loop(int fd, sc_iov_cursor *cur, double deadline, int splice) {
     while (cur->index < cur->count && cur->iov[cur->index].iov_len == 0) cur->index++;
     while (cur->index < cur->count) {
-        int rc = sc_wait(fd, POLLOUT, deadline);
-        if (rc < 0) return rc;
         int n = cur->count - cur->index;
         if (n > IOV_MAX) n = IOV_MAX;
-        ssize_t w = sc_push(fd, cur->iov + cur->index, n, splice);
-        if (w < 0) {
-            if (errno == EAGAIN) { /* non-blocking fd: wait for room instead of spinning */
-                struct pollfd p = {fd, POLLOUT, 0};
-                if (deadline < 0 && poll(&p, 1, -1) < 0) return -errno;
-                continue;
-            }
-            return -errno;
-        }
+        ssize_t w = sc_step(fd, cur->iov + cur->index, n, 1, splice, deadline);
+        if (w == -EAGAIN) continue;
+        if (w < 0) return (int)w;
         sc_advance(cur, (size_t)w);
     }
     return 0;
@@ -184,6 +239,7 @@ int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double dea
 #if defined(F_GETPIPE_SZ) && defined(SPLICE_F_MOVE) && defined(FIONREAD)
     size_t payload = 0;
     for (int i = payload_index; i < cur->count; i++) payload += cur->iov[i].iov_len;
+    if (payload < 2 * SC_SPLICE_MIN || !sc_splice_enabled()) return sc_writev_all(fd, cur, deadline);
     int pipe_size = fcntl(fd, F_GETPIPE_SZ);
     if (pipe_size <= 0 || payload < (size_t)pipe_size + SC_SPLICE_MIN || cur->index > payload_index ||
         !sc_splice_enabled())
@@ -220,7 +276,18 @@ int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double dea
 #endif
 }
 
-void sc_set_tuning(long spin_us, int splice) {
+static inline void sc_relax(void) {
+    if (sc_spin_yield) {
+        sched_yield();
+    } else {
+#if defined(__x86_64__) || defined(__i386__)
+        for (int i = 0; i < 64; i++) __builtin_ia32_pause();
+#endif
+    }
+}
+
+void sc_set_tuning(long spin_us, int splice, int yield) {
+    if (yield >= 0) sc_spin_yield = yield != 0;
     if (spin_us >= 0) sc_spin_budget = (double)spin_us * 1e-6;
     if (splice >= 0) sc_splice_on = splice != 0;
 }
@@ -228,20 +295,12 @@ void sc_set_tuning(long spin_us, int splice) {
 int sc_readv_all(int fd, sc_iov_cursor *cur, double deadline) {
     while (cur->index < cur->count && cur->iov[cur->index].iov_len == 0) cur->index++;
     while (cur->index < cur->count) {
-        int rc = sc_wait(fd, POLLIN, deadline);
-        if (rc < 0) return rc;
         int n = cur->count - cur->index;
         if (n > IOV_MAX) n = IOV_MAX;
-        ssize_t r = readv(fd, cur->iov + cur->index, n);
-        if (r < 0) {
-            if (errno == EAGAIN) { /* non-blocking fd: wait for data instead of spinning */
-                struct pollfd p = {fd, POLLIN, 0};
-                if (deadline < 0 && poll(&p, 1, -1) < 0) return -errno;
-                continue;
-            }
-            return -errno;
-        }
-        if (r == 0) return 1;
+        ssize_t r = sc_step(fd, cur->iov + cur->index, n, 0, 0, deadline);
+        if (r == -EAGAIN) continue;
+        if (r < 0) return (int)r;
+        if (r == 0) return 1; /* EOF */
         sc_advance(cur, (size_t)r);
     }
     return 0;

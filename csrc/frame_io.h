@@ -26,7 +26,7 @@ typedef struct {
  */
 
 /* Overrides the spin budget (microseconds) and turns vmsplice on/off; -1 keeps a setting. */
-void sc_set_tuning(long spin_us, int splice);
+void sc_set_tuning(long spin_us, int splice, int yield);
 
 /* Monotonic clock in seconds, for deadlines. */
 double sc_monotonic(void);

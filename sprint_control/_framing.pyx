@@ -59,7 +59,7 @@ cdef extern from "frame_io.h":
     int sc_writev_all(int fd, sc_iov_cursor *cur, double deadline) nogil
     int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double deadline) nogil
     unsigned long long sc_spliced_bytes() nogil
-    void sc_set_tuning(long spin_us, int splice) nogil
+    void sc_set_tuning(long spin_us, int splice, int yield_) nogil
     int sc_readv_all(int fd, sc_iov_cursor *cur, double deadline) nogil
     int sc_grow_pipe(int fd, int wanted) nogil
 
@@ -542,9 +542,10 @@ def _spliced_bytes():
     return sc_spliced_bytes()
 
 
-def _set_tuning(spin_us=None, splice=None):
+def _set_tuning(spin_us=None, splice=None, spin_yield=None):
     """Overrides SPRINT_CONTROL_SPIN_US / SPRINT_CONTROL_SPLICE in this process (A/B measurements)."""
-    sc_set_tuning(-1 if spin_us is None else <long>spin_us, -1 if splice is None else (1 if splice else 0))
+    sc_set_tuning(-1 if spin_us is None else <long>spin_us, -1 if splice is None else (1 if splice else 0),
+                  -1 if spin_yield is None else (1 if spin_yield else 0))
 
 
 def grow_pipe(int fd, size=None):

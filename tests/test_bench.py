@@ -225,3 +225,122 @@ def test_asv_accepts_the_suite():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No problems found" in proc.stdout, proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled core's fast paths (vmsplice of large payloads, spin before blocking): exact bytes
+
+
+def _compiled():
+    if framing.IMPLEMENTATION != "cython":
+        pytest.skip("the vmsplice path exists in the compiled core only (SPRINT_CONTROL_PURE_PYTHON is set)")
+    from sprint_control import _framing
+
+    return _framing
+
+
+def _reader_thread(fd, results, count):
+    def run():
+        try:
+            for _ in range(count):
+                results.append(framing.read_frame(fd, timeout=60))
+        except BaseException as exc:  # reported by the test
+            results.append(exc)
+
+    import threading
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "rows_of_a_batch", "nonblocking_fd"])
+def test_spliced_payload_arrives_exactly_even_when_the_sender_overwrites_it_at_once(layout):
+    """vmsplice hands the pipe references to the sender's pages; write_frame must return only when
+    the peer has read every spliced page, so overwriting the array right after cannot leak through."""
+    core = _compiled()
+    r, w = os.pipe()
+    try:
+        core.grow_pipe(w)
+        rng = np.random.default_rng(7)
+        if layout == "rows_of_a_batch":
+            batch = rng.standard_normal((700, 3, 2001), dtype=np.float32)
+            arrays = [batch[:, b, :] for b in range(3)]
+        else:
+            arrays = [rng.standard_normal((700, 2001), dtype=np.float32) for _ in range(3)]
+        if layout == "nonblocking_fd":
+            os.set_blocking(w, False)
+        wanted = [a.copy() for a in arrays]
+        results: list = []
+        before = core._spliced_bytes()
+        t = _reader_thread(r, results, len(arrays))
+        for i, a in enumerate(arrays):
+            n = core.write_frame(w, 1, f"seg{i}", a, seq=i, timeout=60)
+            assert n == 64 + 8 + a.nbytes
+            a[...] = -1.0  # the reader must still get the original values
+        t.join(60)
+        assert not t.is_alive()
+        for i, res in enumerate(results):
+            assert not isinstance(res, BaseException), res
+            header, got = res
+            assert header.name == f"seg{i}" and header.seq == i
+            np.testing.assert_array_equal(got, wanted[i])
+        assert core._spliced_bytes() - before >= sum(a.nbytes for a in arrays) - 3 * (2 << 20)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_signal_in_the_middle_of_a_spliced_write_keeps_the_stream_intact():
+    """EINTR while the payload is being spliced: the handler runs, the write resumes where it stood."""
+    import signal
+    import threading
+    import time as _time
+
+    core = _compiled()
+    r, w = os.pipe()
+    seen = []
+    old = signal.signal(signal.SIGALRM, lambda *a: seen.append("alarm"))
+    try:
+        core.grow_pipe(w)
+        arr = np.arange(3000 * 2001, dtype=np.float32).reshape(3000, 2001)  # 24 MB: many pipe-fulls
+        results: list = []
+
+        def slow_reader():
+            _time.sleep(0.2)  # the writer blocks on a full pipe meanwhile; the alarm hits it there
+            results.append(framing.read_frame(r, timeout=60))
+
+        t = threading.Thread(target=slow_reader, daemon=True)
+        t.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        core.write_frame(w, 1, "seg", arr, timeout=60)
+        t.join(60)
+        header, got = results[0]
+        np.testing.assert_array_equal(got, arr)
+        assert seen == ["alarm"]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(r)
+        os.close(w)
+
+
+def test_splice_and_spin_can_be_switched_off_by_environment():
+    _compiled()
+    code = (
+        "import os, threading, numpy as np\n"
+        "from sprint_control import _framing as f\n"
+        "r, w = os.pipe(); f.grow_pipe(w)\n"
+        "a = np.ones((1000, 2001), np.float32); out = []\n"
+        "t = threading.Thread(target=lambda: out.append(f.read_frame(r))); t.start()\n"
+        "f.write_frame(w, 1, 's', a); t.join()\n"
+        "assert (out[0][1] == a).all()\n"
+        "print(f._spliced_bytes())\n"
+    )
+    env = dict(os.environ, SPRINT_CONTROL_SPLICE="0", SPRINT_CONTROL_SPIN_US="0")
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert off.returncode == 0, off.stderr
+    assert int(off.stdout) == 0
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert on.returncode == 0, on.stderr
+    assert int(on.stdout) > 0
