@@ -37,7 +37,7 @@ static double sc_spin_seconds(void) {
     double b = *budget_p;
     if (b < 0) {
         const char *s = getenv("SPRINT_CONTROL_SPIN_US");
-        long us = 50;
+        long us = 200;
         if (s && *s) {
             char *end = NULL;
             long v = strtol(s, &end, 10);

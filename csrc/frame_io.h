@@ -22,7 +22,7 @@ typedef struct {
  * Before a read or write would block, the caller spins briefly (poll with zero timeout, yielding
  * the CPU between tries) for the peer: a request/answer pair on two sleeping processes costs two
  * scheduler wake-ups (tens of microseconds each on virtual machines), a spin costs a few
- * microseconds. SPRINT_CONTROL_SPIN_US sets the budget per wait (default 50, 0 turns it off).
+ * microseconds. SPRINT_CONTROL_SPIN_US sets the budget per wait (default 200, 0 turns it off).
  */
 
 /* Overrides the spin budget (microseconds) and turns vmsplice on/off; -1 keeps a setting. */

@@ -15,6 +15,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.errno cimport EINTR
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -78,6 +79,18 @@ cdef char SCRATCH_PAD[8]
 
 cdef object _DTYPE_OF_CODE = w.DTYPE_CODES
 cdef object _FrameHeader = w.FrameHeader
+# tuple.__new__(FrameHeader, fields) builds the named tuple without its Python-level __new__
+cdef object _tuple_new = tuple.__new__
+
+
+cdef str _decode_name(const char *buf, Py_ssize_t n):
+    """The segment name; invalid UTF-8 raises the same ProtocolError as the twin (via _wire)."""
+    if n == 0:
+        return ""
+    try:
+        return PyUnicode_DecodeUTF8(buf, n, NULL)
+    except UnicodeDecodeError:
+        return w.decode_name(PyBytes_FromStringAndSize(buf, n))
 
 
 cdef inline int _code_of(cnp.ndarray arr) except -1:
@@ -313,8 +326,8 @@ cdef tuple _shape_of(sc_frame_header *h):
 
 
 cdef object _make_header(sc_frame_header *h, str name):
-    return _FrameHeader(h.type, h.flags, name, _DTYPE_OF_CODE.get(h.dtype), _shape_of(h), h.payload_len,
-                        h.value, h.seq)
+    return _tuple_new(_FrameHeader, (h.type, h.flags, name, _DTYPE_OF_CODE.get(h.dtype), _shape_of(h),
+                                     h.payload_len, h.value, h.seq))
 
 
 def decode_frame(buffer, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD, uint32_t max_name=w.DEFAULT_MAX_NAME):
@@ -488,7 +501,7 @@ def read_frame(int fd, out=None, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD,
             raise MemoryError()
     try:
         arr = _read_body(fd, &h, name_buf, out, deadline)
-        name = w.decode_name(name_buf[:h.name_len]) if h.name_len else ""
+        name = _decode_name(name_buf, h.name_len)
     finally:
         if name_buf != small:
             free(name_buf)

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -102,10 +103,20 @@ def make_posteriors(time_: int, labels: int, seed: int = 0) -> np.ndarray:
 
 
 def _write_all(fd: int, buffers: Sequence) -> None:
+    """writev until every byte is out; waits for room on a non-blocking fd (``Link`` makes the
+    parent's write end non-blocking when it has a timeout)."""
     views = [memoryview(b).cast("B") for b in buffers]
     views = [v for v in views if len(v)]
+    poller = None
     while views:
-        n = os.writev(fd, views)
+        try:
+            n = os.writev(fd, views[:1024])
+        except BlockingIOError:
+            if poller is None:
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+            poller.poll(_CHILD_TIMEOUT * 1000)
+            continue
         while views and n >= len(views[0]):
             n -= len(views[0])
             views.pop(0)
@@ -409,10 +420,19 @@ class PipePool:
 # Measuring
 
 
+_BLOCK_SECONDS = 0.004
+
+
+def _guess_seconds(nbytes: int) -> float:
+    """A rough guess of the fastest round trip (v2 on an idle machine) of nbytes each way."""
+    return max(2 * nbytes / 4e9, 25e-6)
+
+
 def _repeats_for(nbytes: int, budget: float) -> int:
-    """How many round trips fit a time budget, from a rough 0.5 GB/s guess for the slowest transport."""
-    guess = max(2 * nbytes / 0.5e9, 20e-6)
-    return int(min(max(budget / guess, 3), 2000))
+    """How many rounds fit a time budget, from a rough 0.5 GB/s guess for the slowest transport."""
+    guess = max(2 * nbytes / 0.5e9, 300e-6)
+    block = max(1, min(200, int(_BLOCK_SECONDS / _guess_seconds(nbytes))))
+    return int(min(max(budget / (guess * block), 3), 2000))
 
 
 #: Children ``measure_sizes`` can run against.
@@ -432,8 +452,9 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
                   peers: Optional[dict] = None, child: str = "pipe", criterion: str = "bench") -> list[dict]:
     """Round trips of every transport at every size, interleaved; one dict of figures per size.
 
-    Each round is one round trip per transport in turn, so a slow moment of a shared machine hits
-    all of them alike; medians over the rounds. ``check`` compares every answer with the expected
+    Each round is one block of back-to-back round trips per transport in turn, so a slow moment of
+    a shared machine hits all of them alike; the figure is the median over rounds of the mean round
+    trip in a block. ``check`` compares every answer with the expected
     one (pipe child), or the v2 answer with the v1 answer (emulator: both ran the same criterion).
     ``peers`` (transport -> pipe peer) lets a caller reuse children across calls.
     """
@@ -469,13 +490,18 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
                 if not np.array_equal(answers["v2"], answers["v1"]):
                     raise AssertionError(f"v2 and v1 answers differ at size {(time_, labels)}")
             del answers
+            # Blocks of back-to-back round trips (a stream of segments, as in training), the
+            # transports taking turns block by block; a block lasts a few milliseconds at least.
+            block = max(1, min(200, int(_BLOCK_SECONDS / _guess_seconds(nbytes))))
             times: dict[str, list[float]] = {t: [] for t in transports}
             for _ in range(n):
                 for t in transports:
+                    peer = current[t]
                     t0 = time.perf_counter()
-                    current[t].roundtrip(post)
-                    times[t].append(time.perf_counter() - t0)
-            row = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n}
+                    for _ in range(block):
+                        peer.roundtrip(post)
+                    times[t].append((time.perf_counter() - t0) / block)
+            row = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n, "block": block}
             for t in transports:
                 med = statistics.median(times[t])
                 row[t] = {"seconds": med, "segments_per_s": 1.0 / med, "gb_per_s": 2 * nbytes / med / 1e9}
