@@ -98,6 +98,31 @@ def _time_mask(lens: np.ndarray, max_time: int) -> np.ndarray:
 # sprint_loss: RASR's criterion as an autograd Function
 
 
+def _host_log_posteriors(logits: torch.Tensor, posterior_dtype: torch.dtype, pool: Any) -> np.ndarray:
+    """``log_softmax(logits)`` as a C-contiguous CPU array for the pool, written with one copy at most.
+
+    When the pool allocates batch buffers itself (``pool.empty``: in its shared-memory region, which the
+    children read in place), the result is written straight into such a buffer: by ``log_softmax(out=...)``
+    for CPU float32 logits, else by one device-to-host copy. Otherwise the device-to-host transfer itself
+    makes the array, and ``.numpy()`` shares its memory.
+    """
+    # half-precision logits are normalized in float32 (on their device), not in their own precision
+    work_dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    allocate = getattr(pool, "empty", None)
+    if callable(allocate) and posterior_dtype == torch.float32:
+        buf = allocate(tuple(logits.shape), np.float32)
+        if isinstance(buf, np.ndarray) and buf.dtype == np.float32 and buf.flags.c_contiguous:
+            target = torch.from_numpy(buf)
+            if logits.device.type == "cpu" and work_dtype == torch.float32:
+                torch.log_softmax(logits.to(work_dtype), dim=-1, out=target)
+            else:
+                target.copy_(torch.log_softmax(logits, dim=-1, dtype=work_dtype))
+            return buf
+    out = torch.log_softmax(logits, dim=-1, dtype=work_dtype)
+    out = out.to(device="cpu", dtype=posterior_dtype, memory_format=torch.contiguous_format)
+    return out.numpy()
+
+
 class SprintLossFunction(torch.autograd.Function):
     """``forward(logits, seq_lengths, tags, pool, posterior_dtype)`` -> per-sequence loss (batch,).
 
@@ -115,15 +140,8 @@ class SprintLossFunction(torch.autograd.Function):
         tags = _as_tags(tags, batch)
         lens = _seq_lengths_numpy(seq_lengths, batch, max_time)
 
-        # log_softmax on the input's device, then one transfer to a C-contiguous CPU tensor in the wire dtype;
-        # .numpy() shares that memory, so the pool reads the very buffer the transfer wrote.
-        # half-precision logits are normalized in float32 (on their device), not in their own precision
-        work_dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
-        log_posteriors = torch.log_softmax(logits.detach(), dim=-1, dtype=work_dtype)
-        log_posteriors = log_posteriors.to(
-            device="cpu", dtype=posterior_dtype, memory_format=torch.contiguous_format
-        )
-        loss, error_signal = pool.get_batch_loss_and_error_signal(log_posteriors.numpy(), lens, tags)
+        log_posteriors = _host_log_posteriors(logits.detach(), posterior_dtype, pool)
+        loss, error_signal = pool.get_batch_loss_and_error_signal(log_posteriors, lens, tags)
         del log_posteriors
 
         loss = np.asarray(loss)

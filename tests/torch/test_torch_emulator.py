@@ -148,6 +148,34 @@ def test_sprint_loss_through_children_matches_the_criterion(ctc_pool, monkeypatc
         assert torch.all(logits.grad[t:, b] == 0)
 
 
+def test_sprint_loss_over_shared_memory(monkeypatch):
+    # With the pool's shared region, log_softmax lands in the region and the children read it in place.
+    import sprint_control.protocol as protocol
+
+    _, lens, tags, logits = _batch(CORPUS.segments, criteria.num_labels("ctc"), seed=5)
+    ref_logits = logits.clone().requires_grad_()
+    ref_loss = sprint_loss(ref_logits, lens, tags, _emulator_pool("ctc", np.float32))
+    ref_loss.sum().backward()
+    with _sprint_pool("ctc", shm=True, shm_inline_below=0) as pool:  # even these small matrices via the region
+        assert pool.protocol == 2 and pool.uses_shared_memory
+        sent = []
+        inner = pool.get_batch_loss_and_error_signal
+
+        def spy(log_posteriors, seq_lengths, tags):
+            sent.append(log_posteriors)
+            return inner(log_posteriors, seq_lengths, tags)
+
+        monkeypatch.setattr(pool, "get_batch_loss_and_error_signal", spy)
+        for mod, name in [(pickle, "dumps"), (pickle, "loads"), (protocol, "encode_v1"), (protocol, "_unpickle_v1")]:
+            monkeypatch.setattr(mod, name, lambda *a, **k: pytest.fail("pickle used on the loss path"))
+        logits.requires_grad_()
+        loss = sprint_loss(logits, lens, tags, pool)
+        loss.sum().backward()
+        assert pool.region.locate(sent[0][:, 0]) is not None  # the batch buffer lives in the region
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_automata_through_children_equal_the_numpy_api_and_feed_the_fullsum(ctc_pool):
     tags = [s.name for s in CORPUS.segments]
     ref = ctc_pool.get_automata_for_batch(tags)
@@ -189,8 +217,8 @@ def test_concurrent_losses_from_two_threads(ctc_pool):
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("protocol", [1, 2])
-def test_three_step_training_loop_through_the_emulator(protocol):
+@pytest.mark.parametrize("protocol, shm", [(1, False), (2, False), (2, True)])
+def test_three_step_training_loop_through_the_emulator(protocol, shm):
     # A tiny model trained by RASR's (emulated) criterion: the loss of the batch falls step by step.
     torch.manual_seed(0)
     n_labels = criteria.num_labels("ctc")
@@ -198,8 +226,8 @@ def test_three_step_training_loop_through_the_emulator(protocol):
     model = torch.nn.Linear(CORPUS.feature_dim, n_labels)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     losses = []
-    with _sprint_pool("ctc", protocol=protocol) as pool:
-        assert pool.protocol == protocol
+    with _sprint_pool("ctc", protocol=protocol, shm=shm) as pool:
+        assert pool.protocol == protocol and pool.uses_shared_memory == shm
         for _ in range(3):
             loss = sprint_loss(model(feats), lens, tags, pool)
             assert torch.isfinite(loss).all()

@@ -85,6 +85,37 @@ def test_cpu_float32_input_is_sent_without_an_extra_copy(monkeypatch):
     assert sent.__array_interface__["data"][0] == seen["ptr"]
 
 
+class _AllocatingPool(FakePool):
+    """A pool that allocates batch buffers itself (as SprintPool does in its shared-memory region)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.buffers = []
+
+    def empty(self, shape, dtype=np.float32):
+        buf = np.full(shape, np.nan, dtype=dtype)
+        self.buffers.append(buf)
+        return buf
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_log_posteriors_are_written_straight_into_the_pools_buffer(dtype):
+    pool = _AllocatingPool(ctc_reference_criterion(labels_from_name), dtype=np.float32)
+    logits = _logits(dtype)
+    sprint_loss(logits, LENS, TAGS, pool)
+    (buf,) = pool.buffers
+    sent = pool.loss_calls[0][0]
+    assert sent is buf
+    expected = torch.log_softmax(logits.float(), -1).numpy()
+    np.testing.assert_allclose(buf, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_pool_buffer_is_not_used_for_float64_posteriors():
+    pool = _AllocatingPool(ctc_reference_criterion(labels_from_name))
+    sprint_loss(_logits(), LENS, TAGS, pool, posterior_dtype=torch.float64)
+    assert pool.buffers == [] and pool.loss_calls[0][0].dtype == np.float64
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_gradient_has_the_dtype_and_device_of_the_input(dtype):
     pool = _pool(np.float32)
