@@ -26,6 +26,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import re
 import select
 import shlex
 import shutil
@@ -69,6 +70,10 @@ child_logger = logging.getLogger("sprint_control.parent.child")
 
 #: The Sprint-side module the children load unless told otherwise.
 DEFAULT_MODULE_NAME = "sprint_control.control"
+#: Environment of a child: the parent's pid (the module ends the child when that parent is gone), and
+#: "1" when the module may ask the kernel to kill the child together with the parent.
+PARENT_PID_ENV = "SPRINT_CONTROL_PARENT_PID"
+PDEATHSIG_ENV = "SPRINT_CONTROL_PDEATHSIG"
 
 ExecPath = Union[str, os.PathLike, Sequence[str]]
 
@@ -93,6 +98,22 @@ def _describe_exit(returncode: Optional[int]) -> str:
             name = f"signal {-returncode}"
         return f"was killed by {name}"
     return f"exited with status {returncode}"
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Fault)(: |$)")
+
+
+def _last_words(tail: str) -> str:
+    """The child's last output line, preceded by the last exception line of a traceback when there
+    is one before it (e.g. ``ImportError: ...`` then RASR's critical error about it)."""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    exc_line = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), None)
+    if exc_line is None or exc_line == last:
+        return last
+    return f"{exc_line} | {last}"
 
 
 # Instances alive in this process, closed at interpreter exit (weak: a dropped instance is not kept).
@@ -229,6 +250,7 @@ class SprintSubprocessInstance:
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
         shared_region: Optional[SharedRegion] = None,
+        reject_non_finite: bool = False,
         start: bool = True,
     ):
         if protocol not in (PROTOCOL_V1, PROTOCOL_V2):
@@ -254,6 +276,7 @@ class SprintSubprocessInstance:
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.shared_region = shared_region
+        self.reject_non_finite = bool(reject_non_finite)
 
         self.parent_pid = os.getpid()
         self.protocol: Optional[int] = None
@@ -341,7 +364,7 @@ class SprintSubprocessInstance:
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=out_w,
-                env=self.env,
+                env=self._child_env(),
                 cwd=self.cwd,
             )
         except OSError as exc:
@@ -359,6 +382,20 @@ class SprintSubprocessInstance:
         with _LIVE_LOCK:
             _LIVE.add(self)
 
+    def _child_env(self) -> dict[str, str]:
+        """The child's environment: ours (or ``env``) plus what the Sprint-side module needs to end
+        itself when this process dies (see ``sprint_control.control``): our pid, and whether the
+        kernel may kill it with us (``PR_SET_PDEATHSIG``). Linux sends that signal when the *thread*
+        that spawned the child ends, so it is asked for only from the main thread, which lives as
+        long as the process; children started in other threads rely on the module's watchdog."""
+        env = dict(os.environ if self.env is None else self.env)
+        env[PARENT_PID_ENV] = str(os.getpid())
+        if threading.current_thread() is threading.main_thread():
+            env[PDEATHSIG_ENV] = "1"
+        else:
+            env.pop(PDEATHSIG_ENV, None)
+        return env
+
     def _handshake(self) -> None:
         link = self._link
         assert link is not None
@@ -366,9 +403,10 @@ class SprintSubprocessInstance:
         try:
             self.protocol = link.handshake(self.name, protocol=self.requested_protocol, shared=self.shared_region)
         except SprintRemoteError as exc:
+            proc = self._proc
             self._kill()
-            raise SprintChildError(f"Sprint child refused the handshake: {exc}", self._returncode(),
-                                   self.stderr_tail) from exc
+            raise SprintChildError(f"Sprint child refused the handshake: {exc}",
+                                   proc.returncode if proc is not None else None, self.stderr_tail) from exc
         except SprintTimeoutError as exc:
             self._kill()
             raise SprintTimeoutError(
@@ -390,6 +428,7 @@ class SprintSubprocessInstance:
                 return None
             if link is not None and proc.poll() is None and not self.is_calculating:
                 try:
+                    link.timeout = self.exit_timeout  # a child that reads nothing must not block close()
                     link.send_exit()
                 except (OSError, SprintControlError, ValueError):
                     pass
@@ -471,18 +510,25 @@ class SprintSubprocessInstance:
                 what += " (it had closed the pipe and was killed)"
         self._kill()
         tail = self._drain.tail() if self._drain is not None else ""
+        # the pipe error says little; the child's last words usually say why (a critical error, the
+        # exception of a failed import, ...), so they go into the first line too
+        words = _last_words(tail)
         err = SprintChildError(
-            f"Sprint child (pid {pid}) {_describe_exit(rc)} {what}: {type(exc).__name__}: {exc}",
+            f"Sprint child (pid {pid}) {_describe_exit(rc)} {what}: {type(exc).__name__}: {exc}"
+            + (f"; the child said: {words}" if words else "; it wrote no output"),
             rc, tail,
         )
         self.last_error = err
         logger.warning("%s", str(err).splitlines()[0])
         return err
 
-    def _timed_out(self, what: str, exc: SprintTimeoutError) -> SprintTimeoutError:
+    def _timed_out(self, what: str, exc: SprintTimeoutError, sending: bool = False) -> SprintTimeoutError:
         pid = self.child_pid
         self._kill()
-        msg = f"Sprint child (pid {pid}) gave no answer within {self.timeout} s {what}"
+        if sending:
+            msg = f"Sprint child (pid {pid}) did not take the request within {self.timeout} s {what}"
+        else:
+            msg = f"Sprint child (pid {pid}) gave no answer within {self.timeout} s {what}"
         try:
             self.init()
             msg += "; it was restarted"
@@ -522,10 +568,13 @@ class SprintSubprocessInstance:
         post = np.asarray(log_posteriors)
         if post.ndim != 2:
             raise ValueError(f"log_posteriors must be a (time, label) matrix, got shape {post.shape}")
+        _check_real_dtype(post)
         if int(seg_len) != post.shape[0]:
             raise ValueError(f"seg_len {seg_len} does not match the posteriors' {post.shape[0]} frames")
         if post.dtype != np.float32:
             post = post.astype(np.float32)
+        if self.reject_non_finite:
+            _check_finite(post, seg_name)
         link = self._require_link()
         if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - (1 << 20):
             # refuse before anything is written: the stream stays usable
@@ -533,7 +582,7 @@ class SprintSubprocessInstance:
         try:
             link.send_loss_request(seg_name, post, out=out)
         except SprintTimeoutError as exc:
-            raise self._timed_out(f"while sending {seg_name!r}", exc) from exc
+            raise self._timed_out(f"while sending {seg_name!r}", exc, sending=True) from exc
         except (EOFError, OSError, ProtocolError) as exc:
             raise self._died(f"while sending segment {seg_name!r}", exc) from exc
         self._cur_seg_name = seg_name
@@ -709,6 +758,24 @@ def _hashable(value: Any) -> Any:
     return value
 
 
+def _check_real_dtype(post: np.ndarray) -> None:
+    """Posteriors must be real numbers; a complex, bool, object or text array is a caller's mistake
+    that a silent conversion would hide."""
+    if post.dtype.kind not in "fiu":
+        raise TypeError(f"log_posteriors must be a real floating-point array (float32 preferred), got {post.dtype}")
+
+
+def _check_finite(post: np.ndarray, seg_name: str) -> None:
+    """``reject_non_finite``: NaN/inf in a segment's posteriors is refused before anything is sent."""
+    finite = np.isfinite(post)
+    if not finite.all():
+        t, label = (int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(
+            f"log_posteriors of segment {seg_name!r} hold {int(finite.size - finite.sum())} non-finite values"
+            f" (first: {post[t, label]} at frame {t}, label {label}); reject_non_finite is on"
+        )
+
+
 def _tag_names(tags: Any, n_batch: Optional[int] = None) -> list[str]:
     """Segment names from a list of str/bytes or an array (str, bytes, or uint8 (batch, max_len))."""
     if isinstance(tags, np.ndarray) and tags.dtype == np.uint8 and tags.ndim == 2:
@@ -774,6 +841,7 @@ class SprintInstancePool:
         if self.max_num_instances < 1:
             raise ValueError(f"numInstances must be at least 1, got {self.max_num_instances}")
         self.restart_dead = bool(opts.pop("restart_dead", True))
+        self.reject_non_finite = bool(opts.get("reject_non_finite", False))  # the instances get it too
         gather = opts.pop("gather", None)
         # Measured (docs/parent-side.md): the compiled core's writev of row pointers beats a gather
         # copy (up to 2x for thousands of labels, equal for 88); the pure-Python twin's os.writev over
@@ -911,9 +979,15 @@ class SprintInstancePool:
         names. Frames past a sequence's length get a zero error signal.
         """
         post = np.asarray(log_posteriors)
-        lengths = np.asarray(seq_lengths).astype(np.int64, copy=False)
+        raw_lengths = np.asarray(seq_lengths)
+        if raw_lengths.dtype.kind not in "iu" and not (
+            raw_lengths.dtype.kind == "f" and np.array_equal(raw_lengths, np.round(raw_lengths))
+        ):
+            raise ValueError(f"seq_lengths must be whole numbers of frames, got {raw_lengths.tolist()!r:.200}")
+        lengths = raw_lengths.astype(np.int64, copy=False)
         if post.ndim != 3:
             raise ValueError(f"log_posteriors must be (time, batch, label), got shape {post.shape}")
+        _check_real_dtype(post)
         if lengths.ndim != 1 or lengths.shape[0] != post.shape[1]:
             raise ValueError(f"seq_lengths must be (batch,) = ({post.shape[1]},), got shape {lengths.shape}")
         if tags is None:
@@ -924,6 +998,9 @@ class SprintInstancePool:
         # one conversion for the whole batch, never per sequence
         if post.dtype != np.float32 or post.strides[2] != 4:
             post = np.ascontiguousarray(post, dtype=np.float32)
+        if self.reject_non_finite:  # before anything is sent: no child sees a part of a refused batch
+            for b in range(post.shape[1]):
+                _check_finite(post[: int(lengths[b]), b], names[b])
         n_batch = post.shape[1]
         loss = np.zeros((n_batch,), dtype=np.float32)
         error_signal = self.zeros(post.shape)
@@ -939,11 +1016,14 @@ class SprintInstancePool:
                 _, value, _ = inst.get_loss_and_error_signal__read(out=error_signal[:t, b])
                 loss[b] = value
 
+        # a sequence without frames has nothing for Sprint to compute (RASR refuses empty segments):
+        # loss 0 and no error signal, without a round trip
+        jobs = [[b for b in job if lengths[b] > 0] for job in schedule_longest_first(lengths, self.max_num_instances)]
         started = time.perf_counter()
         with self.lock:
             if self.closed:
                 raise SprintControlError("this pool is closed")
-            self._run_parallel(work, schedule_longest_first(lengths, self.max_num_instances))
+            self._run_parallel(work, jobs)
         self.seconds += time.perf_counter() - started
         self.segments_done += n_batch
         self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * 4
@@ -1057,6 +1137,7 @@ class SprintPool(SprintInstancePool):
         shm: Union[bool, int] = False,
         shm_max_size: int = 8 << 30,
         shm_inline_below: int = shm_module.DEFAULT_INLINE_BELOW,
+        reject_non_finite: bool = False,
         start: bool = True,
     ):
         super().__init__(dict(
@@ -1078,6 +1159,7 @@ class SprintPool(SprintInstancePool):
             gather=gather,
             shm=shm,
             shm_max_size=shm_max_size,
+            reject_non_finite=reject_non_finite,
             shm_inline_below=shm_inline_below,
         ))
         if start:

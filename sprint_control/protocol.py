@@ -18,18 +18,21 @@ child's ``("ok", 2, options)`` both ends speak v2. Every other pairing stays on 
 from __future__ import annotations
 
 import codecs
+import fcntl
 import io
 import logging
 import os
 import pickle
+import select
 import struct
+import time
 from typing import Any, Optional
 
 import numpy as np
 
 from . import _wire as w
 from . import framing, shm
-from .errors import ProtocolError, SprintRemoteError, TruncatedFrameError
+from .errors import ProtocolError, SprintRemoteError, SprintTimeoutError, TruncatedFrameError
 
 __all__ = [
     "PROTOCOL_V1",
@@ -265,10 +268,32 @@ def _read_exact(fd: int, n: int, what: str) -> bytearray:
     return buf
 
 
-def _write_all(fd: int, data) -> None:
-    mv = memoryview(data)
+def _write_all(fd: int, data, timeout: Optional[float] = None) -> None:
+    """Writes all of ``data``; with ``timeout`` (the fd is then non-blocking, see ``Link.timeout``)
+    the whole write must be done within that many seconds, else SprintTimeoutError."""
+    mv = memoryview(data).cast("B")
+    if timeout is None:
+        while mv:
+            mv = mv[os.write(fd, mv) :]
+        return
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
     while mv:
-        mv = mv[os.write(fd, mv) :]
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(int(left * 1000) + 1):
+            raise SprintTimeoutError(
+                f"the child read nothing for {timeout} s: {len(mv)} of {len(data)} bytes of a v1 message unsent"
+            )
+        try:
+            mv = mv[os.write(fd, mv) :]
+        except BlockingIOError:  # another writer filled the pipe between poll and write
+            continue
+
+
+def _set_nonblocking(fd: int, on: bool) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, (flags | os.O_NONBLOCK) if on else (flags & ~os.O_NONBLOCK))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +309,8 @@ class Link:
 
     ``protocol`` starts at 1 and becomes 2 after a successful negotiation. ``max_payload`` bounds
     what a received message may announce; ``timeout`` (seconds, None: wait forever) bounds each
-    read of an answer on the parent side.
+    read of an answer and each write of a request: while it is set, the write end is non-blocking,
+    since a blocking ``writev`` of a large frame waits for the reader however long that takes.
     """
 
     def __init__(
@@ -299,6 +325,8 @@ class Link:
         self.write_fd = write_fd
         self.protocol = PROTOCOL_V1
         self.max_payload = max_payload
+        self._timeout: Optional[float] = None
+        self._write_nonblocking = False
         self.timeout = timeout
         self.peer_capabilities: dict[str, Any] = {}
         self.seq = 0
@@ -310,10 +338,23 @@ class Link:
         framing.grow_pipe(write_fd)
         framing.grow_pipe(read_fd)
 
+    @property
+    def timeout(self) -> Optional[float]:
+        """Seconds that each read of an answer and each write of a request may take (None: no bound)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        self._timeout = value
+        bounded = value is not None
+        if bounded != self._write_nonblocking and self.write_fd >= 0:
+            _set_nonblocking(self.write_fd, bounded)  # one fcntl when the mode changes, none per message
+            self._write_nonblocking = bounded
+
     # -- v1 primitives ------------------------------------------------------------------------
 
     def send_v1(self, message: tuple) -> None:
-        _write_all(self.write_fd, encode_v1(message))
+        _write_all(self.write_fd, encode_v1(message), self._timeout)
 
     def recv_v1(self) -> tuple:
         if self.timeout is not None:
@@ -326,10 +367,6 @@ class Link:
         return _unpickle_v1(_read_exact(self.read_fd, size, "v1 message"))
 
     def _wait_readable(self) -> None:
-        import select
-
-        from .errors import SprintTimeoutError
-
         poller = select.poll()
         poller.register(self.read_fd, select.POLLIN)
         if not poller.poll(int(self.timeout * 1000) + 1):
@@ -343,7 +380,7 @@ class Link:
 
     def _send_control(self, message: tuple) -> None:
         payload = np.frombuffer(pickle.dumps(message, protocol=4), dtype=np.uint8)
-        framing.write_frame(self.write_fd, w.MSG_CONTROL, "", payload, seq=self._next_seq())
+        framing.write_frame(self.write_fd, w.MSG_CONTROL, "", payload, seq=self._next_seq(), timeout=self._timeout)
 
     def _send_message(self, message: tuple) -> None:
         if self.protocol == PROTOCOL_V2:
@@ -407,7 +444,8 @@ class Link:
                 and self._send_shared_request(seg_name, posteriors, out)):
             return
         if self.protocol == PROTOCOL_V2:
-            framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, posteriors, seq=self._next_seq())
+            framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, posteriors, seq=self._next_seq(),
+                                timeout=self._timeout)
         else:
             arr = np.ascontiguousarray(posteriors, dtype=np.float32)
             self.send_v1(("get_loss_and_error_signal", seg_name, int(arr.shape[0]), arr))
@@ -481,7 +519,8 @@ class Link:
             self._peer_generation = region.generation
         seq = self._next_seq()
         desc = shm.Descriptor(region.generation, where_in[0], where_in[1], where_out[0], where_out[1], rows, cols, seq)
-        framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, desc.to_array(), seq=seq, flags=w.FLAG_SHM)
+        framing.write_frame(self.write_fd, w.MSG_LOSS_REQUEST, seg_name, desc.to_array(), seq=seq, flags=w.FLAG_SHM,
+                            timeout=self._timeout)
         self._pending_shm = (desc, target, out is not None and target is out)
         return True
 
@@ -509,7 +548,8 @@ class Link:
         """Parent: RASR's allophone-state automaton of a segment:
         (num_states, num_edges, edges uint32 (3*E,) from/to/emission rows, weights float32 (E,))."""
         if self.protocol == PROTOCOL_V2:
-            framing.write_frame(self.write_fd, w.MSG_FSA_REQUEST, seg_name, None, seq=self._next_seq())
+            framing.write_frame(self.write_fd, w.MSG_FSA_REQUEST, seg_name, None, seq=self._next_seq(),
+                                timeout=self._timeout)
             header, arr = self._read_frame()
             if header.msg_type == w.MSG_FSA_RESULT:
                 if arr is None or arr.ndim != 2 or arr.shape[0] != 4 or arr.dtype != np.uint32:
@@ -544,7 +584,7 @@ class Link:
     def send_exit(self) -> None:
         """Parent: asks the child to close its pipes and finish."""
         if self.protocol == PROTOCOL_V2:
-            framing.write_frame(self.write_fd, w.MSG_EXIT, "", None, seq=self._next_seq())
+            framing.write_frame(self.write_fd, w.MSG_EXIT, "", None, seq=self._next_seq(), timeout=self._timeout)
         else:
             self.send_v1(("exit",))
 
@@ -654,12 +694,12 @@ class Link:
                 np.copyto(out, err, casting="same_kind")  # the one copy: RASR's result into the parent's buffer
             flags = w.FLAG_SHM | (w.FLAG_SKIPPED if skipped else 0)
             framing.write_frame(self.write_fd, w.MSG_LOSS_RESULT, seg_name, desc.to_array(), value=float(loss),
-                                seq=self._next_seq(), flags=flags)
+                                seq=self._next_seq(), flags=flags, timeout=self._timeout)
             return
         if self.protocol == PROTOCOL_V2:
             framing.write_frame(
                 self.write_fd, w.MSG_LOSS_RESULT, seg_name, error_signal, value=float(loss),
-                seq=self._next_seq(), flags=w.FLAG_SKIPPED if skipped else 0,
+                seq=self._next_seq(), flags=w.FLAG_SKIPPED if skipped else 0, timeout=self._timeout,
             )
         else:
             self.send_v1(("ok", float(loss), np.ascontiguousarray(error_signal, dtype=np.float32)))
@@ -673,7 +713,7 @@ class Link:
             packed[:3] = edges
             packed[3] = weights.view(np.uint32)
             framing.write_frame(self.write_fd, w.MSG_FSA_RESULT, "", packed, value=float(num_states),
-                                seq=self._next_seq())
+                                seq=self._next_seq(), timeout=self._timeout)
         else:
             self.send_v1(("ok", int(num_states), int(num_edges), edges.reshape(-1), weights))
 
@@ -682,7 +722,7 @@ class Link:
         self._pending_shm = None
         if self.protocol == PROTOCOL_V2:
             payload = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
-            framing.write_frame(self.write_fd, w.MSG_ERROR, kind, payload, seq=self._next_seq())
+            framing.write_frame(self.write_fd, w.MSG_ERROR, kind, payload, seq=self._next_seq(), timeout=self._timeout)
         else:
             self.send_v1(("exception", _error_text(kind, text)))
 
