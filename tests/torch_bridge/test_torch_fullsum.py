@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-# minversion also skips when torch is missing but this very folder (tests/torch, on sys.path through
-# tests/) is picked up as an empty namespace package named "torch".
-torch = pytest.importorskip("torch", minversion="2.0")
+torch = pytest.importorskip("torch")
 
 from torch_testlib import ctc_automaton, fullsum_reference, merge  # noqa: E402
 
