@@ -571,6 +571,9 @@ class SprintSubprocessInstance:
         _check_real_dtype(post)
         if int(seg_len) != post.shape[0]:
             raise ValueError(f"seg_len {seg_len} does not match the posteriors' {post.shape[0]} frames")
+        if post.shape[0] == 0:
+            raise ValueError(f"segment {seg_name!r} has no frames: Sprint computes no criterion on an empty"
+                             " segment (a pool answers such sequences itself with loss 0)")
         if post.dtype != np.float32:
             post = post.astype(np.float32)
         if self.reject_non_finite:
@@ -932,6 +935,12 @@ class SprintInstancePool:
         while i >= len(self.instances):
             self._maybe_create_new_instance()
         inst = self.instances[i]
+        if self.restart_dead and inst._proc is not None and inst._proc.poll() is not None:
+            # it died after its last answer (e.g. RASR ended on a critical error it had reported as an
+            # exception): reap it now rather than fail the next batch on a broken pipe
+            logger.warning("Sprint instance %d %s after its last answer; restarting it", i,
+                           _describe_exit(inst._proc.returncode))
+            inst.close()
         if inst._proc is None and self.restart_dead:
             logger.warning("restarting Sprint instance %d (%s)", i,
                            f"it failed: {inst.last_error}".splitlines()[0] if inst.last_error else "it was stopped")
@@ -943,6 +952,8 @@ class SprintInstancePool:
         with self.lock:
             for inst in self.instances:
                 if not inst.is_calculating:
+                    if self.restart_dead and inst._proc is not None and inst._proc.poll() is not None:
+                        inst.close()  # died after its last answer
                     if inst._proc is None and self.restart_dead:
                         inst.init()
                     return inst

@@ -591,7 +591,12 @@ class Link:
     def _raise_unexpected(self, header, arr, expected: str):
         if header.msg_type == w.MSG_ERROR:
             text = bytes(arr).decode("utf-8", "replace") if arr is not None else ""
-            raise SprintRemoteError(f"the child failed: {header.name}", text)
+            # the headline says what went wrong, as on v1: the traceback's last line, not only its type
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            headline = lines[-1] if lines else header.name
+            if header.name and header.name not in headline:
+                headline = f"{header.name}: {headline}"
+            raise SprintRemoteError(f"the child failed: {headline}", text)
         if header.msg_type == w.MSG_CONTROL:
             self._raise_v1_failure(self._control_of(header, arr))
         raise ProtocolError(f"expected a {expected} frame, got {w.MSG_NAMES.get(header.msg_type)}")
