@@ -421,7 +421,9 @@ class SprintNnPythonLayer:
         if input is not None and len(input) > 0:
             first = input[0]
             if getattr(first, "ndim", 0) != 2:
-                raise TypeError(f"forward expects (input_size, time) matrices, got {getattr(first, 'shape', first)!r}")
+                message = f"forward expects (input_size, time) matrices, got {getattr(first, 'shape', first)!r:.100}"
+                self.control._fail_active(message)
+                raise TypeError(message)
             seg_len = int(first.shape[1])
             self._last_input_sizes = [int(x.shape[0]) for x in input]
         return self.control._layer_forward(seg_len, self.output_size)
@@ -435,9 +437,12 @@ class SprintNnPythonLayer:
         :return: a tuple with one zero (input_size, time) matrix per input stream.
         """
         if getattr(errorSignalIn, "ndim", 0) != 2:
-            raise TypeError(
-                f"backpropagate expects a (label, time) matrix, got {getattr(errorSignalIn, 'shape', errorSignalIn)!r}"
+            message = (
+                "backpropagate expects a (label, time) matrix, got"
+                f" {getattr(errorSignalIn, 'shape', errorSignalIn)!r:.100}"
             )
+            self.control._fail_active(message)  # the parent learns why, instead of a skipped segment
+            raise TypeError(message)
         seg_len = int(errorSignalIn.shape[1])
         self.control._layer_backpropagate(seg_len, errorSignalIn, self.output_size)
         sizes = [self.input_sizes[s] for s in sorted(self.input_sizes)] or getattr(self, "_last_input_sizes", [0])
@@ -483,6 +488,13 @@ class _Segment:
     @property
     def done(self) -> bool:
         return self.error_text is not None or (self.loss is not None and self.error_signal is not None)
+
+
+def _check_error_signal_dtype(error_signal: np.ndarray, source: str) -> None:
+    """RASR's error signal must be real numbers; float32 is used as it is, other real types are
+    converted. A complex, bool, object or text array would be mangled by a silent conversion."""
+    if error_signal.dtype.kind not in "fiu":
+        raise TypeError(f"{source} gave an error signal of dtype {error_signal.dtype}; expected float32 (label, time)")
 
 
 def _skipped_result(seg_len: int, num_labels: int) -> tuple[float, np.ndarray]:
@@ -740,6 +752,7 @@ class PythonControl:
             loss_inf, zeros = _skipped_result(seg_len, num_labels)
             return loss_inf, zeros, True
         error_signal = np.asarray(error_signal)
+        _check_error_signal_dtype(error_signal, "calculate_criterion")
         if error_signal.shape != (num_labels, seg_len):
             raise ValueError(
                 f"calculate_criterion returned an error signal of shape {error_signal.shape},"
@@ -853,7 +866,10 @@ class PythonControl:
         if not isinstance(posteriors, np.ndarray) or posteriors.ndim != 2:
             got = getattr(posteriors, "shape", type(posteriors).__name__)
             raise ProtocolError(f"posteriors must be a (time, label) matrix, got {got!r:.100}")
-        if seg_len <= 0 or posteriors.shape[0] != seg_len:
+        if seg_len <= 0:
+            raise ProtocolError(f"segment {seg_name!r} has {seg_len} frames: RASR computes no criterion on an empty"
+                                " segment")
+        if posteriors.shape[0] != seg_len:
             raise ProtocolError(f"seg_len {seg_len} does not match the posteriors' shape {posteriors.shape}")
         if posteriors.dtype != np.float32 or not posteriors.flags.c_contiguous:
             posteriors = np.ascontiguousarray(posteriors, dtype=np.float32)  # not on the v2 path
@@ -1126,6 +1142,11 @@ class PythonControl:
                 )
                 self._fail(seg, message)
                 raise ValueError(message)
+            try:
+                _check_error_signal_dtype(error_signal, "backpropagate")
+            except TypeError as exc:
+                self._fail(seg, f"{exc} (segment {seg.name!r})")
+                raise
             if error_signal.dtype != np.float32:
                 error_signal = error_signal.astype(np.float32)
             seg.backpropagated = True
@@ -1161,6 +1182,12 @@ class PythonControl:
             self._fail(seg, message)
             raise SprintControlError(message)
         return seg
+
+    def _fail_active(self, message: str) -> None:
+        """RASR broke the contract in a call about the current segment: the parent gets ``message``."""
+        with self.cond:
+            if self._active is not None:
+                self._fail(self._active, f"{message} (segment {self._active.name!r})")
 
     def _fail(self, seg: _Segment, message: str) -> None:
         """Marks a segment as failed (cond held): the parent gets ``message`` instead of a result."""

@@ -26,8 +26,8 @@ from sprint_control import control as _control  # noqa: E402
 from sprint_control.control import (  # noqa: E402,F401
     PythonControl,
     SprintNnPythonLayer,
-    getSegmentList,
     get_segment_list,
+    getSegmentList,
     init,
     parse_config,
     print,

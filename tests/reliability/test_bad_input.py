@@ -15,7 +15,6 @@ from conftest import HERE
 from sprint_control import SprintChildError, SprintPool, SprintRemoteError
 from sprint_control.emulator import criteria
 from sprint_control.emulator.corpus import synthetic_corpus
-from sprint_control.parent import SprintSubprocessInstance
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -147,7 +146,8 @@ def test_reject_non_finite_names_the_segment(protocol):
         x = _batch([3, 2])
         x[2, 1, 1] = -np.inf  # past the 2 frames of "b": never sent, so not looked at
         x[2, 0, 3] = np.nan  # the last of the 3 frames of "a"
-        with pytest.raises(ValueError, match=r"segment 'a' hold 1 non-finite values \(first: nan at frame 2, label 3\)"):
+        message = r"segment 'a' hold 1 non-finite values \(first: nan at frame 2, label 3\)"
+        with pytest.raises(ValueError, match=message):
             pool.compute(x, [3, 2], ["a", "b"])
         x[2, 0, 3] = 0.0
         res = pool.compute(x, [3, 2], ["a", "b"])
