@@ -74,6 +74,8 @@ DEFAULT_MODULE_NAME = "sprint_control.control"
 #: "1" when the module may ask the kernel to kill the child together with the parent.
 PARENT_PID_ENV = "SPRINT_CONTROL_PARENT_PID"
 PDEATHSIG_ENV = "SPRINT_CONTROL_PDEATHSIG"
+#: Seconds to wait after a child reported a failure, in case it ends on it (see ``_after_remote_error``).
+REMOTE_ERROR_GRACE = 0.2
 
 ExecPath = Union[str, os.PathLike, Sequence[str]]
 
@@ -522,6 +524,24 @@ class SprintSubprocessInstance:
         logger.warning("%s", str(err).splitlines()[0])
         return err
 
+    def _after_remote_error(self, exc: SprintRemoteError) -> SprintRemoteError:
+        """RASR may end on the failure it just reported (a critical error in its own trainer): wait a
+        moment for that, so a child that dies is reaped now and restarted before the next batch,
+        instead of failing it on a broken pipe. A child that lives on costs this wait once per error."""
+        proc = self._proc
+        if proc is None:
+            return exc
+        try:
+            rc = proc.wait(timeout=REMOTE_ERROR_GRACE)
+        except subprocess.TimeoutExpired:
+            return exc  # it serves on
+        self._kill()
+        note = f"; the Sprint child (pid {proc.pid}) then {_describe_exit(rc)}"
+        logger.warning("%s", (str(exc).splitlines()[0] + note))
+        err = SprintRemoteError(str(exc).split("\n--- child traceback ---\n")[0] + note, exc.remote_traceback)
+        self.last_error = err
+        return err
+
     def _timed_out(self, what: str, exc: SprintTimeoutError, sending: bool = False) -> SprintTimeoutError:
         pid = self.child_pid
         self._kill()
@@ -622,9 +642,9 @@ class SprintSubprocessInstance:
                                  " (time, batch, label) array is fine)")
         try:
             loss, err = link.recv_loss_result(shape, out=out)
-        except SprintRemoteError:
+        except SprintRemoteError as exc:
             self.is_calculating = False
-            raise
+            raise self._after_remote_error(exc) from None
         except SprintTimeoutError as exc:
             raise self._timed_out(f"for segment {seg_name!r}", exc) from exc
         except (EOFError, OSError, ProtocolError) as exc:
@@ -651,8 +671,8 @@ class SprintSubprocessInstance:
         link = self._require_link()
         try:
             return link.request_fsa(seg_name)
-        except SprintRemoteError:
-            raise
+        except SprintRemoteError as exc:
+            raise self._after_remote_error(exc) from None
         except SprintTimeoutError as exc:
             raise self._timed_out(f"for the automaton of {seg_name!r}", exc) from exc
         except (EOFError, OSError, ProtocolError) as exc:

@@ -16,7 +16,7 @@ import threading
 import time
 
 import numpy as np
-from conftest import EMULATOR_ARGS, FAULTY_MODULE, HERE, _pythonpath
+from rel_helpers import EMULATOR_ARGS, FAULTY_MODULE, HERE, pythonpath
 
 from sprint_control.emulator.corpus import synthetic_corpus
 from sprint_control.parent import SprintPool, emulator_command
@@ -26,7 +26,7 @@ def main():
     protocol, mode, spawn_thread, pid_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     corpus = synthetic_corpus(8, seed=3, max_frames=30)
     stuck = corpus.segments[0].name
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, "PYTHONPATH": pythonpath()}
     marks = [f"{pid_file}.mark{i}" for i in range(2)]
     if mode == "stuck-gil":
         env["FAULTY_STUCK_GIL"] = stuck

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import HERE
+from rel_helpers import HERE
 
 from sprint_control import SprintChildError, SprintPool, SprintRemoteError
 from sprint_control.emulator import criteria

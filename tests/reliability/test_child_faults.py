@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import EMULATOR_ARGS, ERROR_BOUND, process_state
+from rel_helpers import EMULATOR_ARGS, ERROR_BOUND, process_state
 
 from sprint_control import SprintChildError, SprintPool, SprintRemoteError, SprintTimeoutError, framing
 from sprint_control.emulator import criteria

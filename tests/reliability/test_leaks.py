@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import HERE, live_children, open_fds
+from rel_helpers import HERE, live_children, open_fds
 
 from sprint_control import SprintPool
 from sprint_control.parent import SprintSubprocessInstance

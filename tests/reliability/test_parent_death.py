@@ -20,7 +20,7 @@ import sys
 import time
 
 import pytest
-from conftest import ERROR_BOUND, HERE, process_state, wait_gone
+from rel_helpers import ERROR_BOUND, HERE, process_state, wait_gone
 
 CASES = [
     (1, "idle", "main"),

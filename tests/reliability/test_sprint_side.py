@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import EMULATOR_ARGS, FAULTY_MODULE, HERE, _pythonpath
+from rel_helpers import EMULATOR_ARGS, FAULTY_MODULE, HERE, pythonpath
 
 from sprint_control import SprintChildError, SprintPool, SprintRemoteError, control, protocol
 from sprint_control.emulator import criteria
@@ -44,7 +44,7 @@ BAD_ERROR_SIGNALS = {
 @pytest.mark.parametrize("kind", sorted(BAD_ERROR_SIGNALS))
 @pytest.mark.parametrize("proto", [1, 2])
 def test_bad_error_signal_from_rasrs_criterion(kind, proto):
-    env = {**os.environ, "PYTHONPATH": _pythonpath(), "FAULTY_ERROR_SIGNAL": f"{SEG0.name}:{kind}"}
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "FAULTY_ERROR_SIGNAL": f"{SEG0.name}:{kind}"}
     with SprintPool(1, emulator_command(), EMULATOR_ARGS, module_name=FAULTY_MODULE, module_path=HERE, env=env,
                     protocol=proto) as pool:
         with pytest.raises(SprintRemoteError, match=BAD_ERROR_SIGNALS[kind]) as info:
