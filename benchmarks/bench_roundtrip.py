@@ -1,4 +1,5 @@
-"""Round trips between two processes over real pipes: v2, v1 (RETURNN-style pickle) and bare os.writev/readv.
+"""Round trips between two processes: v2, v1 (RETURNN-style pickle) and bare os.writev/readv over real
+pipes, and v2 over shared memory (ordinary arrays, and buffers allocated in the region).
 
 A round trip: the parent sends (time, label) float32 posteriors, the child answers with a same-shape
 error signal derived from them in place, the parent has it as an ndarray. The ``track_*`` ratios are
@@ -15,7 +16,7 @@ from ._pipes import SIZE_LIST, PipePeer, expected_error_signal, make_posteriors,
 class RoundTrip:
     """Time of one round trip, per size and transport."""
 
-    params = [SIZE_LIST, ["v2", "v1", "bare"]]
+    params = [SIZE_LIST, ["v2", "v1", "bare", "shm", "shm-region"]]
     param_names = ["size", "transport"]
     number = 1
     repeat = (1, 5, 10.0)
@@ -52,7 +53,7 @@ class RoundTripRatios:
     rounds = 5
 
     def setup(self, size):
-        self.peers = {t: PipePeer(t) for t in ("v2", "v1", "bare")}
+        self.peers = {t: PipePeer(t) for t in ("v2", "v1", "bare", "shm", "shm-region")}
 
     def teardown(self, size):
         for p in self.peers.values():
@@ -70,6 +71,22 @@ class RoundTripRatios:
         return self._row(size, ("v2", "v1"))["v2_over_v1"]
 
     track_v2_over_v1.unit = "ratio"
+
+    def track_shm_over_v2(self, size):
+        return self._row(size, ("v2", "shm"))["shm_over_v2"]
+
+    track_shm_over_v2.unit = "ratio"
+
+    def track_shm_region_over_v2(self, size):
+        return self._row(size, ("v2", "shm-region"))["shm-region_over_v2"]
+
+    track_shm_region_over_v2.unit = "ratio"
+
+    def track_shm_region_time_over_two_memcpy(self, size):
+        """A round trip with the parent's buffers in the region, in units of two plain copies."""
+        return self._row(size, ("shm-region",))["shm-region_over_two_memcpy"]
+
+    track_shm_region_time_over_two_memcpy.unit = "ratio"
 
 
 class ParentPeakRss:

@@ -8,7 +8,11 @@ share the same machine state:
             ``make_numpy_ndarray_fromstring``) in both directions, read by our safe v1 reader;
 - ``v1c``:  protocol v1 with our own writer (the C pickler), for comparison;
 - ``bare``: bare ``os.writev``/``os.readv`` of the same bytes (a v2 header, the name, the array)
-            on the same kind of pipes, into buffers allocated once: the floor any protocol pays.
+            on the same kind of pipes, into buffers allocated once: the floor any protocol pays;
+- ``shm``:  protocol v2 over a shared memory region (``shm.py``), with ordinary arrays on the
+            parent's side: only descriptors cross the pipe, the matrices are copied through the region;
+- ``shm-region``: the same with the parent's posteriors and error-signal buffer allocated in the
+            region, as a framework does that writes its batch there (``SprintPool.empty``).
 
 A round trip = the parent sends the posteriors, the child answers with an error signal of the same
 shape that it derived from them (it negates the first frame in place, so the figures measure the
@@ -39,6 +43,7 @@ import numpy as np
 from . import _wire as w
 from . import framing
 from .protocol import PROTOCOL_V1, PROTOCOL_V2, Link, encode_v1
+from .shm import SharedRegion
 
 log = logging.getLogger("sprint_control.bench")
 
@@ -58,7 +63,9 @@ __all__ = [
 #: (time, label) float32 sizes of the suite: a tiny one (per-message overhead) and real hybrid setups.
 SIZES: tuple[tuple[int, int], ...] = ((1, 1), (100, 4501), (300, 4501), (1000, 9001), (2000, 12001))
 #: Transports measured by ``measure_sizes``.
-TRANSPORTS: tuple[str, ...] = ("v2", "v1", "v1c", "bare")
+TRANSPORTS: tuple[str, ...] = ("v2", "v1", "v1c", "bare", "shm", "shm-region")
+#: The transports that move the matrices through a shared region.
+SHM_TRANSPORTS: tuple[str, ...] = ("shm", "shm-region")
 
 _CHILD_TIMEOUT = 120.0
 _SEG = "bench/seg-0001"
@@ -165,6 +172,8 @@ def _child_link(read_fd: int, write_fd: int, v1_writer: str) -> int:
                     _write_all(write_fd, [encode_v1(("ok", loss, posteriors), returnn_style=True)])
                 else:
                     link.reply_loss(seg_name, loss, posteriors)
+                if link.shm is not None:  # over shared memory these are the parent's: leave them as they came
+                    derive_error_signal(posteriors)
             elif op == "exit":
                 return 0
             else:
@@ -224,12 +233,15 @@ class PipePeer:
         v1_writer = "returnn" if transport == "v1" else "c"
         cmd = [sys.executable, "-m", "sprint_control.bench", "--pipe-child", mode, str(p2c_r), str(c2p_w),
                v1_writer]
+        self.region = _new_region(transport)
+        region_fds = (self.region.fd,) if self.region is not None else ()
         try:
             child_env = dict(os.environ, **env) if env else None
-            self.proc = subprocess.Popen(cmd, pass_fds=(p2c_r, c2p_w), close_fds=True, env=child_env)
+            self.proc = subprocess.Popen(cmd, pass_fds=(p2c_r, c2p_w) + region_fds, close_fds=True, env=child_env)
         finally:
             os.close(p2c_r)
             os.close(c2p_w)
+        self._staged = _Staged(self.region)
         self.read_fd, self.write_fd = c2p_r, p2c_w
         self.link: Optional[Link] = None
         self._bare_head = bytearray(w.HEADER_SIZE)
@@ -240,15 +252,17 @@ class PipePeer:
                 framing.grow_pipe(self.write_fd)
             else:
                 self.link = Link(self.read_fd, self.write_fd, timeout=timeout)
-                wanted = PROTOCOL_V2 if transport == "v2" else PROTOCOL_V1
-                got = self.link.handshake("sprint_control.bench", protocol=wanted)
+                wanted = PROTOCOL_V1 if transport in ("v1", "v1c") else PROTOCOL_V2
+                got = self.link.handshake("sprint_control.bench", protocol=wanted, shared=self.region)
                 if got != wanted:
                     raise RuntimeError(f"negotiated protocol {got}, wanted {wanted}")
+                if self.region is not None and self.link.shm is None:
+                    raise RuntimeError("the child did not map the shared region")
         except BaseException:
             self.close()
             raise
 
-    def send(self, posteriors: np.ndarray, seg_name: str = _SEG) -> None:
+    def send(self, posteriors: np.ndarray, seg_name: str = _SEG, out: Optional[np.ndarray] = None) -> None:
         """Sends one loss request (the posteriors go out uncopied on v2 and bare)."""
         if self.transport == "bare":
             name_b = seg_name.encode("utf-8")
@@ -267,7 +281,7 @@ class PipePeer:
             msg = ("get_loss_and_error_signal", seg_name, int(arr.shape[0]), arr)
             _write_all(self.write_fd, [encode_v1(msg, returnn_style=True)])
         else:
-            self.link.send_loss_request(seg_name, posteriors)
+            self.link.send_loss_request(seg_name, posteriors, out=out)
 
     def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
         """Reads the answer to ``send``: (loss, error signal). ``out``: where it lands (else a fresh array)."""
@@ -287,7 +301,10 @@ class PipePeer:
 
     def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
         """One segment: send the posteriors, have the error signal back."""
-        self.send(posteriors)
+        if self.transport == "shm-region":
+            posteriors, staged_out = self._staged.get(posteriors)
+            out = staged_out if out is None else out
+        self.send(posteriors, out=out)
         return self.receive(posteriors.shape, out=out)
 
     def close(self) -> None:
@@ -309,6 +326,9 @@ class PipePeer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._staged = _Staged(None)
+        if self.region is not None:
+            self.region.close()
 
     def __enter__(self) -> PipePeer:
         return self
@@ -330,40 +350,92 @@ class EmulatorPeer:
                  timeout: float = _CHILD_TIMEOUT):
         from .parent import SprintSubprocessInstance, emulator_command
 
-        if transport not in ("v2", "v1"):
-            raise ValueError(f"the emulator child speaks v2 or v1, not {transport!r}")
+        if transport not in ("v2", "v1") + SHM_TRANSPORTS:
+            raise ValueError(f"the emulator child speaks v2, v1, shm or shm-region, not {transport!r}")
         self.transport = transport
         self.labels = labels
+        self.region = _new_region(transport)
+        self._staged = _Staged(self.region)
         args = [f"--*.training-criterion={criterion}", f"--*.corpus.num-labels={labels}",
                 "--*.corpus.synthetic=1", "--*.corpus.max-frames=20", "--*.corpus.min-frames=1"]
         self.inst = SprintSubprocessInstance(
-            emulator_command(), sprintConfigStr=args, protocol=PROTOCOL_V2 if transport == "v2" else PROTOCOL_V1,
-            timeout=timeout, name="sprint_control.bench",
+            emulator_command(), sprintConfigStr=args, protocol=PROTOCOL_V1 if transport == "v1" else PROTOCOL_V2,
+            timeout=timeout, name="sprint_control.bench", shared_region=self.region,
         )
-        want = PROTOCOL_V2 if transport == "v2" else PROTOCOL_V1
-        if self.inst.protocol != want:
+        want = PROTOCOL_V1 if transport == "v1" else PROTOCOL_V2
+        if self.inst.protocol != want or (self.region is not None and self.inst._link.shm is None):
             self.close()
-            raise RuntimeError(f"the emulator negotiated protocol {self.inst.protocol}, wanted {want}")
+            raise RuntimeError(f"the emulator negotiated protocol {self.inst.protocol} (shared memory:"
+                               f" {self.inst._link.shm is not None}), wanted {transport}")
 
-    def send(self, posteriors: np.ndarray, seg_name: str = EMULATOR_SEGMENT) -> None:
-        self.inst.get_loss_and_error_signal__send(seg_name, posteriors.shape[0], posteriors)
+    def send(self, posteriors: np.ndarray, seg_name: str = EMULATOR_SEGMENT, out: Optional[np.ndarray] = None
+             ) -> None:
+        self.inst.get_loss_and_error_signal__send(seg_name, posteriors.shape[0], posteriors, out=out)
 
     def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
         _, loss, err = self.inst.get_loss_and_error_signal__read(out=out)
         return loss, err
 
     def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
-        self.send(posteriors)
+        if self.transport == "shm-region":
+            posteriors, staged_out = self._staged.get(posteriors)
+            out = staged_out if out is None else out
+        self.send(posteriors, out=out)
         return self.receive(posteriors.shape, out=out)
 
     def close(self) -> None:
         self.inst.close()
+        self._staged = _Staged(None)
+        if self.region is not None:
+            self.region.close()
 
     def __enter__(self) -> EmulatorPeer:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _new_region(transport: str) -> Optional[SharedRegion]:
+    """A region for the shared-memory transports, as a user gets it: matrices below its
+    ``inline_below`` threshold (128 KiB) still travel inline through the pipe."""
+    if transport not in SHM_TRANSPORTS:
+        return None
+    return SharedRegion.create(64 << 20)
+
+
+def two_memcpy_seconds(posteriors: np.ndarray, rounds: int = 5) -> float:
+    """Median time of two plain copies of the matrix (the floor of a round trip through memory that
+    both ends share: one copy each way)."""
+    a = np.empty_like(posteriors)
+    b = np.empty_like(posteriors)
+    np.copyto(a, posteriors)
+    np.copyto(b, a)  # first touch of both buffers outside the timing
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        np.copyto(a, posteriors)
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class _Staged:
+    """For ``shm-region``: the posteriors as a framework would have them, already in the region,
+    with the error-signal buffer beside them. Staged once per source array, outside the timing."""
+
+    def __init__(self, region: Optional[SharedRegion]):
+        self.region = region
+        self.source: Optional[np.ndarray] = None
+        self.arrays: tuple = ()
+
+    def get(self, posteriors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.source is not posteriors:
+            staged = self.region.empty(posteriors.shape)
+            np.copyto(staged, posteriors)
+            self.arrays = (staged, self.region.empty(posteriors.shape))
+            self.source = posteriors
+        return self.arrays
 
 
 class PipePool:
@@ -438,7 +510,7 @@ def _repeats_for(nbytes: int, budget: float) -> int:
 #: Children ``measure_sizes`` can run against.
 CHILDREN: tuple[str, ...] = ("emulator", "pipe")
 #: Transports each child speaks ("bare" always runs on the pipe child: it has no protocol).
-CHILD_TRANSPORTS = {"pipe": TRANSPORTS, "emulator": ("v2", "v1", "bare")}
+CHILD_TRANSPORTS = {"pipe": TRANSPORTS, "emulator": ("v2", "v1", "bare") + SHM_TRANSPORTS}
 
 
 def _new_peer(transport: str, child: str, labels: int, criterion: str):
@@ -508,6 +580,12 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
             for other in ("bare", "v1", "v1c"):
                 if "v2" in row and other in row:
                     row[f"v2_over_{other}"] = row["v2"]["segments_per_s"] / row[other]["segments_per_s"]
+            for t in SHM_TRANSPORTS:
+                if "v2" in row and t in row:
+                    row[f"{t}_over_v2"] = row[t]["segments_per_s"] / row["v2"]["segments_per_s"]
+            if "shm-region" in row:
+                row["two_memcpy_seconds"] = two_memcpy_seconds(post)
+                row["shm-region_over_two_memcpy"] = row["shm-region"]["seconds"] / row["two_memcpy_seconds"]
             rows.append(row)
             log.info("measured %s", row)
             for p in per_size:
@@ -591,7 +669,11 @@ def format_table(rows: list[dict], transports: Sequence[str] = TRANSPORTS) -> st
     for t in transports:
         heads += [f"{t} seg/s", f"{t} GB/s"]
     ratios = [o for o in ("bare", "v1", "v1c") if o in transports and "v2" in transports]
-    heads += [f"v2/{o}" for o in ratios] + ["peak RSS MiB", "in+out MiB"]
+    shm_ratios = [t for t in SHM_TRANSPORTS if t in transports and "v2" in transports]
+    heads += [f"v2/{o}" for o in ratios] + [f"{t}/v2" for t in shm_ratios]
+    if "shm-region" in transports:
+        heads.append("shm-region time / 2 memcpy")
+    heads += ["peak RSS MiB", "in+out MiB"]
     lines = []
     for r in rows:
         cells = [f"({r['time']}, {r['labels']})", f"{r['bytes_each_way'] / 1e6:.2f}"]
@@ -600,6 +682,12 @@ def format_table(rows: list[dict], transports: Sequence[str] = TRANSPORTS) -> st
             cells += [_fmt_rate(f["segments_per_s"]), f"{f['gb_per_s']:.2f}"] if f else ["-", "-"]
         for o in ratios:
             k = f"v2_over_{o}"
+            cells.append(f"{r[k]:.2f}" if k in r else "-")
+        for t in shm_ratios:
+            k = f"{t}_over_v2"
+            cells.append(f"{r[k]:.2f}" if k in r else "-")
+        if "shm-region" in transports:
+            k = "shm-region_over_two_memcpy"
             cells.append(f"{r[k]:.2f}" if k in r else "-")
         rss = r.get("peak_rss")
         cells.append(f"{rss['growth_bytes'] / 2**20:.1f}" if rss else "-")
@@ -640,7 +728,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="rough seconds per size and transport (more rounds: steadier medians)")
     ap.add_argument("--repeats", type=int, default=None, help="round trips per transport and size (overrides --budget)")
     ap.add_argument("--transports", nargs="+", choices=TRANSPORTS, default=None,
-                    help="default: v2 v1 bare (emulator), v2 v1 v1c bare (pipe)")
+                    help="default: every transport the child speaks (v2 v1 bare shm shm-region; pipe: also v1c)")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probe (one fresh process per size)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)

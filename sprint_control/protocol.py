@@ -509,7 +509,9 @@ class Link:
             where_out = region.locate(out) if out is not None and out.shape == (rows, cols) else None
             target = out if where_out is not None else None
             if where_out is None:
-                target = self._slot("out", rows, cols)
+                # without a destination the answer gets a block of its own, handed to the caller as
+                # it is (no copy out); with one outside the region, the reused slot is copied from
+                target = region.empty((rows, cols)) if out is None else self._slot("out", rows, cols)
                 where_out = region.locate(target)
         except MemoryError as exc:  # the region reached its cap: this segment takes the pipe
             logger.warning("shared region full (%s); sending %r through the pipe", exc, seg_name)
@@ -537,12 +539,10 @@ class Link:
             raise ProtocolError(f"shared-memory answer {tuple(echo)} does not match the request {tuple(desc)}")
         if (desc.time, desc.labels) != tuple(shape):
             raise ProtocolError(f"error signal of shape {(desc.time, desc.labels)} does not match {tuple(shape)}")
-        if in_place:
-            return header.value, out
-        if out is not None:
-            np.copyto(out, target)
-            return header.value, out
-        return header.value, np.array(target)  # the slot is reused by the next request
+        if in_place or out is None:
+            return header.value, target
+        np.copyto(out, target)
+        return header.value, out
 
     def request_fsa(self, seg_name: str) -> tuple[int, int, np.ndarray, np.ndarray]:
         """Parent: RASR's allophone-state automaton of a segment:

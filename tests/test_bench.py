@@ -36,15 +36,16 @@ def test_expected_error_signal_is_independent_of_the_child():
     np.testing.assert_array_equal(post, want)
 
 
+@pytest.mark.parametrize("shape", [(7, 33), (60, 801)], ids=["inline", "beyond-the-inline-threshold"])
 @pytest.mark.parametrize("transport", bench.TRANSPORTS)
-def test_round_trip_of_every_transport_returns_the_derived_signal(transport):
-    post = bench.make_posteriors(7, 33, seed=3)
+def test_round_trip_of_every_transport_returns_the_derived_signal(transport, shape):
+    post = bench.make_posteriors(*shape, seed=3)
     with bench.PipePeer(transport) as peer:
         for _ in range(2):
             loss, err = peer.roundtrip(post)
-            assert loss == 7.0
+            assert loss == shape[0]
             np.testing.assert_array_equal(err, bench.expected_error_signal(post))
-        out = np.zeros((7, 33), np.float32)
+        out = np.zeros(shape, np.float32)
         _, err = peer.roundtrip(post, out=out)
         np.testing.assert_array_equal(out, bench.expected_error_signal(post))
     assert peer.proc.returncode == 0
@@ -119,11 +120,15 @@ def _check_figures(table, doc, transports):
         assert r["v2_over_v1"] == pytest.approx(r["v2"]["segments_per_s"] / r["v1"]["segments_per_s"])
         assert r["peak_rss"]["arrays_bytes"] == 2 * r["bytes_each_way"]
         assert r["peak_rss"]["correct"]
+        if "shm" in transports:
+            assert r["shm_over_v2"] == pytest.approx(r["shm"]["segments_per_s"] / r["v2"]["segments_per_s"])
+            assert r["shm-region_over_two_memcpy"] == pytest.approx(r["shm-region"]["seconds"]
+                                                                   / r["two_memcpy_seconds"])
 
 
 def test_bench_tool_on_the_pipe_child(tmp_path):
     table, doc = _run_tool(tmp_path, "--child", "pipe")
-    _check_figures(table, doc, ("v2", "v1", "v1c", "bare"))
+    _check_figures(table, doc, ("v2", "v1", "v1c", "bare", "shm", "shm-region"))
     assert doc["child"] == "pipe"
     for r in doc["rows"]:
         assert r["v2_over_v1c"] == pytest.approx(r["v2"]["segments_per_s"] / r["v1c"]["segments_per_s"])
@@ -131,7 +136,7 @@ def test_bench_tool_on_the_pipe_child(tmp_path):
 
 def test_bench_tool_on_the_emulator_by_default(tmp_path):
     table, doc = _run_tool(tmp_path)
-    _check_figures(table, doc, ("v2", "v1", "bare"))
+    _check_figures(table, doc, ("v2", "v1", "bare", "shm", "shm-region"))
     assert doc["child"] == "emulator" and doc["criterion"] == "bench"
     assert "v1c" not in table[0]
 
@@ -195,7 +200,8 @@ def test_the_suite_has_every_kind_of_benchmark():
     for prefix in ("time_", "peakmem_", "track_"):
         assert any(f".{prefix}" in i for i in ids), prefix
     for needed in ("RoundTrip.time_roundtrip", "RoundTripRatios.track_v2_over_bare",
-                   "RoundTripRatios.track_v2_over_v1", "PoolSpeedup.track_two_over_one",
+                   "RoundTripRatios.track_v2_over_v1", "RoundTripRatios.track_shm_over_v2",
+                   "RoundTripRatios.track_shm_region_time_over_two_memcpy", "PoolSpeedup.track_two_over_one",
                    "ParentPeakRss.track_growth_mib", "FrameCodec.time_v2_encode"):
         assert any(i.endswith(needed) for i in ids), needed
 
