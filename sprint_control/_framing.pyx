@@ -187,6 +187,24 @@ cdef cnp.ndarray _prepare_send(object array, int *code, int *rows):
     return arr
 
 
+cdef int _array_iovs(cnp.ndarray arr, int rows, iovec *iov):
+    """Points ``iov`` at the array's bytes: one entry for a C-contiguous array (``rows`` 0), else one
+    per row of a row-strided matrix. Returns the number of entries written."""
+    cdef char *data = <char *>cnp.PyArray_DATA(arr)
+    cdef Py_ssize_t stride0, rowbytes
+    cdef int i
+    if rows == 0:
+        iov[0].iov_base = data
+        iov[0].iov_len = <size_t>cnp.PyArray_NBYTES(arr)
+        return 1
+    stride0 = cnp.PyArray_STRIDE(arr, 0)
+    rowbytes = cnp.PyArray_DIM(arr, 1) * cnp.PyArray_ITEMSIZE(arr)
+    for i in range(rows):
+        iov[i].iov_base = data + i * stride0
+        iov[i].iov_len = <size_t>rowbytes
+    return rows
+
+
 cdef void _fill_header(sc_frame_header *h, int msg_type, Py_ssize_t name_len, cnp.ndarray arr, int code,
                        double value, uint64_t seq, uint32_t flags):
     cdef int i
@@ -253,18 +271,7 @@ def write_frame(int fd, int msg_type, name="", array=None, double value=0.0, uin
         iov[2].iov_len = sc_name_padding(<uint32_t>name_len)
         n_iov = 3
         if arr is not None:
-            data = <char *>cnp.PyArray_DATA(arr)
-            if rows == 0:
-                iov[3].iov_base = data
-                iov[3].iov_len = cnp.PyArray_NBYTES(arr)
-                n_iov = 4
-            else:
-                stride0 = cnp.PyArray_STRIDE(arr, 0)
-                rowbytes = cnp.PyArray_DIM(arr, 1) * cnp.PyArray_ITEMSIZE(arr)
-                for i in range(rows):
-                    iov[3 + i].iov_base = data + i * stride0
-                    iov[3 + i].iov_len = rowbytes
-                n_iov = 3 + rows
+            n_iov += _array_iovs(arr, rows, iov + 3)
         cur.iov = iov
         cur.count = n_iov
         cur.index = 0
@@ -453,18 +460,7 @@ cdef cnp.ndarray _read_body(int fd, sc_frame_header *h, char *name_buf, object o
         iov[1].iov_len = pad
         n_iov = 2
         if dest is not None:
-            data = <char *>cnp.PyArray_DATA(dest)
-            if rows == 0:
-                iov[2].iov_base = data
-                iov[2].iov_len = <size_t>h.payload_len
-                n_iov = 3
-            else:
-                stride0 = cnp.PyArray_STRIDE(dest, 0)
-                rowbytes = cnp.PyArray_DIM(dest, 1) * cnp.PyArray_ITEMSIZE(dest)
-                for i in range(rows):
-                    iov[2 + i].iov_base = data + i * stride0
-                    iov[2 + i].iov_len = rowbytes
-                n_iov = 2 + rows
+            n_iov += _array_iovs(dest, rows, iov + 2)
         cur.iov = iov
         cur.count = n_iov
         cur.index = 0
