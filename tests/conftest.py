@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
+import os
+import sys
 
 import pytest
 
-from sprint_control import _impl
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # the helpers in support.py, for every folder below
+    sys.path.insert(0, HERE)
 
-
-def twins(compiled: str, twin: str) -> list:
-    """pytest params for a compiled module and its twin. The compiled one must be built unless
-    SPRINT_CONTROL_PURE_PYTHON is set: a missing build fails loudly instead of testing one side."""
-    mods = [pytest.param(importlib.import_module(f"sprint_control.{twin}"), id="python")]
-    if not _impl.pure_python_forced():
-        mods.append(pytest.param(importlib.import_module(f"sprint_control.{compiled}"), id="cython"))
-    return mods
+from support import twins  # noqa: E402
 
 
 @pytest.fixture(params=twins("_framing", "_framing_py"))

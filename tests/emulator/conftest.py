@@ -3,7 +3,6 @@ the emulator as a child process (as a parent would) with the scripted fake modul
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -11,21 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from sprint_control import _impl
+from support import twins
 
 HERE = Path(__file__).resolve().parent
 
 
-def _twins(compiled: str, twin: str) -> list:
-    mods = [pytest.param(importlib.import_module(f"sprint_control.{twin}"), id="python")]
-    if not _impl.pure_python_forced():
-        # must be built: a missing build fails here instead of quietly testing one side
-        mods.append(pytest.param(importlib.import_module(f"sprint_control.{compiled}"), id="cython"))
-    return mods
-
-
-@pytest.fixture(params=_twins("_fsa", "_fsa_py"))
+@pytest.fixture(params=twins("_fsa", "_fsa_py"))
 def fsa_impl(request):
     """The forward-backward core: compiled ``_fsa`` and the numpy twin ``_fsa_py``."""
     return request.param

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+for _path in (HERE, os.path.dirname(HERE)):  # this folder, and tests/ for support.py (also in scripts)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from support import live_children, open_fds  # noqa: E402, F401  (re-exported for the tests)
 
 #: the module that wraps sprint_control.control and injects faults (see faulty_module.py)
 FAULTY_MODULE = "faulty_module"
@@ -19,35 +21,6 @@ EMULATOR_ARGS = ["--*.corpus.synthetic=8", "--*.corpus.seed=3", "--*.corpus.max-
                  "--*.training-criterion=ctc", "--*.log-level=warning"]
 #: an error path must end within this many seconds (a correctness bound, generous for a loaded machine)
 ERROR_BOUND = 2.0
-
-
-def open_fds() -> set:
-    return {int(x) for x in os.listdir("/proc/self/fd") if _is_open(int(x))}
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
-
-
-def live_children() -> set:
-    """Pids whose parent is this process (running or zombie)."""
-    me = str(os.getpid())
-    kids = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == me:
-            kids.add(int(pid))
-    return kids
 
 
 def process_state(pid: int) -> str:
@@ -67,16 +40,6 @@ def wait_gone(pid: int, timeout: float) -> float:
             return time.monotonic() - start
         time.sleep(0.01)
     return float("inf")
-
-
-def sprint_threads() -> set:
-    return {t for t in threading.enumerate() if t.is_alive() and t is not threading.main_thread()}
-
-def _target(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "?"
 
 
 def pythonpath() -> str:

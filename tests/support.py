@@ -1,0 +1,89 @@
+"""Helpers shared by the test folders: the twin parametrisation and a leak check.
+
+``tests/conftest.py`` puts this folder on ``sys.path``, so every test module and conftest can
+``from support import ...``.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from sprint_control import _impl
+
+
+def twins(compiled: str, twin: str) -> list:
+    """pytest params for a compiled module and its twin. The compiled one must be built unless
+    SPRINT_CONTROL_PURE_PYTHON is set: a missing build fails loudly instead of testing one side."""
+    mods = [pytest.param(importlib.import_module(f"sprint_control.{twin}"), id="python")]
+    if not _impl.pure_python_forced():
+        mods.append(pytest.param(importlib.import_module(f"sprint_control.{compiled}"), id="cython"))
+    return mods
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def open_fds() -> set:
+    """This process's open fds (the one used to list them is gone by the time it is checked)."""
+    return {int(x) for x in os.listdir("/proc/self/fd") if is_open(int(x))}
+
+
+def fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+def live_children() -> set:
+    """Pids whose parent is this process (running or zombie)."""
+    me = str(os.getpid())
+    kids = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            kids.add(int(pid))
+    return kids
+
+
+def other_threads() -> set:
+    return {t for t in threading.enumerate() if t.is_alive() and t is not threading.main_thread()}
+
+
+@contextmanager
+def leak_check(threads: bool = True, grace: float = 3.0):
+    """Fails when the block leaves fds open, children running or unreaped, or (``threads``) threads
+    behind. Output-draining threads end at their child's EOF, so they get ``grace`` seconds."""
+    fds, kids, before = open_fds(), live_children(), other_threads()
+    yield
+    gc.collect()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not (other_threads() - before) and not (open_fds() - fds):
+            break
+        time.sleep(0.02)
+    leaked = open_fds() - fds
+    assert not leaked, f"fds leaked: {sorted(leaked)} -> {[fd_target(fd) for fd in sorted(leaked)]}"
+    left = live_children() - kids
+    assert not left, f"child processes still running or unreaped (zombies): {sorted(left)}"
+    if threads:
+        extra = other_threads() - before
+        assert not extra, f"threads left behind: {sorted(t.name for t in extra)}"
