@@ -165,7 +165,28 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     It builds on the pure-Python unpickler on purpose: the C one preallocates its memo table up to
     the largest index a message names, so five bytes (``LONG_BINPUT 2**31``) would make it allocate
     gigabytes. Messages have a handful of opcodes, so the pure-Python loop costs microseconds.
+    ``BYTEARRAY8`` is read here too: the stock loader allocates the length it is told before it
+    reads, so a lying length is refused against the bytes the message really has.
     """
+
+    dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def __init__(self, file, size: Optional[int] = None):
+        super().__init__(file)
+        if size is None:  # the bytes behind an in-memory file, else no bound beyond the file's own
+            size = file.getbuffer().nbytes if hasattr(file, "getbuffer") else 2**63
+        self._size = size
+
+    def _load_bytearray8(self):
+        (n,) = struct.unpack("<Q", self.read(8))
+        if n > self._size:
+            raise ProtocolError(f"v1 message claims a bytearray of {n} bytes, the message has {self._size}")
+        data = bytearray(n)
+        if self.readinto(data) != n:
+            raise ProtocolError("v1 message ends inside a bytearray")
+        self.append(data)
+
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
     def find_class(self, module: str, name: str):
         try:
@@ -243,7 +264,7 @@ def decode_v1(data) -> tuple:
 
 def _unpickle_v1(payload) -> tuple:
     try:
-        obj = SafeUnpickler(io.BytesIO(payload)).load()
+        obj = SafeUnpickler(io.BytesIO(payload), len(payload)).load()
     except ProtocolError:
         raise
     except Exception as exc:  # a corrupt pickle raises a zoo of types; report them as one

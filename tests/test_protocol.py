@@ -374,3 +374,15 @@ def test_codecs_encode_is_limited_to_latin1():
     data = data.replace(b"codecs", b"_codecs") if b"_codecs" not in data else data
     with pytest.raises(ProtocolError):
         protocol.decode_v1(struct.pack("<i", len(data)) + data)
+
+
+def test_a_bytearray_claiming_gigabytes_allocates_nothing():
+    # PROTO 5, BYTEARRAY8 of 3 GB with 3 bytes behind it (the stock loader would allocate first)
+    body = b"\x80\x05\x96" + struct.pack("<Q", 3 * 2**30) + b"abc."
+    with pytest.raises(ProtocolError, match="claims a bytearray of 3221225472 bytes"):
+        protocol.decode_v1(struct.pack("<i", len(body)) + body)
+
+
+def test_a_real_bytearray_still_decodes():
+    data = pickle.dumps(("ok", bytearray(b"xyz")), protocol=5)
+    assert protocol.decode_v1(struct.pack("<i", len(data)) + data) == ("ok", bytearray(b"xyz"))
