@@ -84,7 +84,8 @@ enum {
     SC_ERR_PAYLOAD_TOO_LARGE = 8,
     SC_ERR_SHAPE_UNUSED = 9,
     SC_ERR_PAYLOAD_MISMATCH = 10,
-    SC_ERR_NO_ARRAY = 11
+    SC_ERR_NO_ARRAY = 11,
+    SC_ERR_DIM_TOO_LARGE = 12
 };
 
 #pragma pack(push, 1)
@@ -133,6 +134,10 @@ static inline int sc_header_check(const sc_frame_header *h, uint64_t max_payload
     if (h->payload_len > max_payload) return SC_ERR_PAYLOAD_TOO_LARGE;
     for (int i = h->ndim; i < SC_MAX_NDIM; i++)
         if (h->shape[i] != 0) return SC_ERR_SHAPE_UNUSED;
+    /* No side may exceed the payload limit, even of an empty array (a (0, 2**63) shape would
+       overflow the receiver's signed dimensions). */
+    for (int i = 0; i < h->ndim; i++)
+        if (h->shape[i] > max_payload) return SC_ERR_DIM_TOO_LARGE;
     if (h->dtype == SC_DTYPE_NONE) {
         if (h->ndim != 0 || h->payload_len != 0) return SC_ERR_NO_ARRAY;
         return SC_OK;

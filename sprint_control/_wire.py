@@ -73,6 +73,7 @@ ERR_PAYLOAD_TOO_LARGE = 8
 ERR_SHAPE_UNUSED = 9
 ERR_PAYLOAD_MISMATCH = 10
 ERR_NO_ARRAY = 11
+ERR_DIM_TOO_LARGE = 12
 
 
 class FrameHeader(NamedTuple):
@@ -115,6 +116,8 @@ def check_header_fields(fields: tuple, max_payload: int, max_name: int) -> int:
         return ERR_PAYLOAD_TOO_LARGE
     if any(shape[i] != 0 for i in range(ndim, MAX_NDIM)):
         return ERR_SHAPE_UNUSED
+    if any(shape[i] > max_payload for i in range(ndim)):
+        return ERR_DIM_TOO_LARGE
     if dtype == DTYPE_NONE:
         return ERR_NO_ARRAY if (ndim != 0 or payload_len != 0) else OK
     n = DTYPE_CODES[dtype].itemsize
@@ -155,6 +158,8 @@ def header_error(code: int, fields: tuple, max_payload: int, max_name: int) -> P
             f"payload length {payload_len} does not match shape {tuple(shape[:ndim])} of {dt.name}"
             f" ({dt.itemsize} bytes per element)"
         )
+    elif code == ERR_DIM_TOO_LARGE:
+        msg = f"shape {tuple(shape[:ndim])} has a side larger than the payload limit of {max_payload} bytes"
     elif code == ERR_NO_ARRAY:
         msg = f"frame without dtype must have ndim 0 and no payload, got ndim {ndim}, payload {payload_len}"
     else:  # pragma: no cover - codes are exhaustive

@@ -106,6 +106,13 @@ _scalar = _np_function(("numpy._core.multiarray", "numpy.core.multiarray"), "sca
 _frombuffer = _np_function(("numpy._core.numeric", "numpy.core.numeric"), "_frombuffer")
 
 
+def _pickled_dtype(spec, align=False, copy=False) -> np.dtype:
+    """``numpy.dtype`` as numpy's own pickles call it: ``(spec, align, copy)`` with bool flags."""
+    if not isinstance(align, bool) or not isinstance(copy, bool):
+        raise ProtocolError(f"bad dtype flags in a v1 message: align={align!r:.20}, copy={copy!r:.20}")
+    return _checked_dtype(spec, align, copy)
+
+
 def _safe_frombuffer(buf, dtype, shape, order="C", *args):
     _checked_dtype(dtype)
     return _frombuffer(buf, dtype, shape, order, *args)
@@ -153,7 +160,7 @@ for _mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
 for _mod in ("numpy._core.numeric", "numpy.core.numeric"):
     _ALLOWED_GLOBALS[(_mod, "_frombuffer")] = _safe_frombuffer
 _ALLOWED_GLOBALS[("numpy", "ndarray")] = np.ndarray
-_ALLOWED_GLOBALS[("numpy", "dtype")] = _checked_dtype
+_ALLOWED_GLOBALS[("numpy", "dtype")] = _pickled_dtype
 _ALLOWED_GLOBALS[("returnn.util.task_system", "make_numpy_ndarray_fromstring")] = array_from_bytes
 _ALLOWED_GLOBALS[("_codecs", "encode")] = _safe_codecs_encode  # how protocol 2 pickles bytes
 

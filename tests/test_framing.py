@@ -141,8 +141,8 @@ BAD_HEADERS = [
     (raw_header(payload_len=2**62, shape=(2**30, 2**30, 0)), "exceeds the limit"),
     (raw_header(shape=(2, 3, 4)), "non-zero entries beyond ndim 2"),
     (raw_header(payload_len=20), "does not match shape (2, 3)"),
-    (raw_header(payload_len=0, shape=(2**32, 2**32, 0)), "does not match shape"),  # product overflows 64 bits
     (raw_header(dtype=0, ndim=1, payload_len=0, shape=(0, 0, 0)), "frame without dtype"),
+    (raw_header(payload_len=0, shape=(0, 2**63, 0)), "has a side larger than the payload limit"),
 ]
 
 
@@ -162,6 +162,13 @@ def test_malformed_headers_on_a_pipe_raise_before_reading_the_payload(framing_im
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_shape_whose_product_wraps_around_64_bits_is_refused(framing_impl):
+    # (2**62, 4) float32 is 2**66 bytes, which wraps to 0: a naive product would match payload_len 0
+    raw = raw_header(payload_len=0, shape=(2**62, 4, 0))
+    with pytest.raises(ProtocolError, match=re.escape("does not match shape")):
+        framing_impl.decode_frame(raw, max_payload=2**63)
 
 
 def test_a_terabyte_claim_allocates_nothing(framing_impl):
