@@ -113,6 +113,35 @@ def _pickled_dtype(spec, align=False, copy=False) -> np.dtype:
     return _checked_dtype(spec, align, copy)
 
 
+def _check_array_state(state) -> None:
+    """The state numpy's array pickles carry: (1, shape, dtype, is_fortran, raw bytes of that size)."""
+    if not isinstance(state, tuple) or len(state) != 5:
+        raise ProtocolError("v1 array state must be (version, shape, dtype, is_fortran, data)")
+    version, shape, dtype, fortran, raw = state
+    if version != 1 or not isinstance(shape, tuple) or not isinstance(fortran, bool):
+        raise ProtocolError(f"malformed v1 array state: version {version!r:.20}, shape {shape!r:.60}")
+    if not all(type(d) is int and d >= 0 for d in shape) or not isinstance(dtype, np.dtype):
+        raise ProtocolError(f"malformed v1 array state: shape {shape!r:.60}, dtype {dtype!r:.40}")
+    _checked_dtype(dtype)
+    if not isinstance(raw, (bytes, bytearray)):
+        raise ProtocolError(f"v1 array data must be bytes, got {type(raw).__name__}")
+    n = dtype.itemsize
+    for d in shape:
+        n *= d
+    if len(raw) != n:
+        raise ProtocolError(f"v1 array of shape {shape} and dtype {dtype} needs {n} bytes, got {len(raw)}")
+
+
+def _check_dtype_state(dtype: np.dtype, state) -> None:
+    """Only the state numpy writes itself for this dtype in some byte order is let through."""
+    order = state[1] if isinstance(state, tuple) and len(state) > 1 else None
+    if order not in ("<", ">", "|", "="):
+        raise ProtocolError(f"malformed v1 dtype state {state!r:.80}")
+    expected = dtype.newbyteorder(order).__reduce__()[2]
+    if state != expected:
+        raise ProtocolError(f"v1 dtype state {state!r:.80} is not numpy's for {dtype}")
+
+
 def _safe_frombuffer(buf, dtype, shape, order="C", *args):
     _checked_dtype(dtype)
     return _frombuffer(buf, dtype, shape, order, *args)
@@ -173,7 +202,9 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     the largest index a message names, so five bytes (``LONG_BINPUT 2**31``) would make it allocate
     gigabytes. Messages have a handful of opcodes, so the pure-Python loop costs microseconds.
     ``BYTEARRAY8`` is read here too: the stock loader allocates the length it is told before it
-    reads, so a lying length is refused against the bytes the message really has.
+    reads, so a lying length is refused against the bytes the message really has. ``BUILD`` (an
+    object's ``__setstate__``) is allowed for arrays and dtypes only, with a state of the form numpy
+    itself writes: numpy's ``dtype.__setstate__`` crashes the interpreter on some malformed states.
     """
 
     dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
@@ -194,6 +225,20 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         self.append(data)
 
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+
+    def _load_build(self):
+        if len(self.stack) < 2:
+            raise ProtocolError("v1 message sets a state with nothing to set it on")
+        inst, state = self.stack[-2], self.stack[-1]
+        if type(inst) is np.ndarray:
+            _check_array_state(state)
+        elif isinstance(inst, np.dtype):
+            _check_dtype_state(inst, state)
+        else:
+            raise ProtocolError(f"v1 message sets the state of a {type(inst).__name__}, which is not allowed")
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module: str, name: str):
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import struct
 import threading
 
@@ -386,3 +387,45 @@ def test_a_bytearray_claiming_gigabytes_allocates_nothing():
 def test_a_real_bytearray_still_decodes():
     data = pickle.dumps(("ok", bytearray(b"xyz")), protocol=5)
     assert protocol.decode_v1(struct.pack("<i", len(data)) + data) == ("ok", bytearray(b"xyz"))
+
+
+def test_a_malformed_dtype_state_is_refused_before_numpy_sees_it():
+    # numpy's dtype.__setstate__ crashes the interpreter on this state; the reader must refuse it
+    class Evil:
+        def __reduce__(self):
+            return np.dtype, ("f4", False, True), (3, "<", 20046, -33554433, -1, 0)
+
+    data = pickle.dumps(("ok", Evil()), protocol=4)
+    with pytest.raises(ProtocolError, match="not numpy's for float32|malformed v1 dtype state"):
+        protocol.decode_v1(struct.pack("<i", len(data)) + data)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f4", "<u4", ">i8", "f8", "u1"])
+def test_numpy_pickles_of_arrays_in_any_byte_order_decode(dtype):
+    arr = np.arange(6, dtype=dtype).reshape(2, 3)
+    for proto in (2, 4, 5):
+        data = pickle.dumps(("ok", arr, arr.dtype), protocol=proto)
+        _, back, dt = protocol.decode_v1(struct.pack("<i", len(data)) + data)
+        _, ref, ref_dt = pickle.loads(data)  # the stock unpickler is the reference (numpy's own quirks included)
+        assert back.dtype == ref.dtype and dt == ref_dt == arr.dtype
+        np.testing.assert_array_equal(back, arr)
+
+
+@pytest.mark.parametrize(
+    "state,message",
+    [
+        ((1, (2, 3), np.dtype("f4"), False, b"\0" * 8), "needs 24 bytes, got 8"),
+        ((1, (-1,), np.dtype("f4"), False, b""), "malformed v1 array state"),
+        ((2, (1,), np.dtype("f4"), False, b"\0" * 4), "malformed v1 array state"),
+        ((1, (1,), np.dtype("f4"), False, [1.0]), "must be bytes"),
+        ((1, (1,)), "must be (version, shape, dtype, is_fortran, data)"),
+    ],
+)
+def test_malformed_array_states_are_refused(state, message):
+    class Evil:
+        def __reduce__(self):
+            return protocol._reconstruct, (np.ndarray, (0,), b"b"), state
+
+    data = pickle.dumps(("ok", Evil()), protocol=4)
+    with pytest.raises(ProtocolError, match=re.escape(message)):
+        protocol.decode_v1(struct.pack("<i", len(data)) + data)
