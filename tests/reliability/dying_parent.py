@@ -5,7 +5,8 @@
 It starts a pool of two emulator children with the faulty module, computes one batch, then, for
 MODE ``stuck-gil`` / ``stuck-nogil``, sends each child a segment whose criterion gets stuck in a C
 call (holding / releasing the GIL) and waits until both are stuck; for ``idle`` the children just
-wait for the next command. Then it writes the children's pids to PID_FILE and sleeps until killed.
+wait for the next command (``idle-shm``: the same, the batch having gone through a shared memory
+region). Then it writes the children's pids to PID_FILE and sleeps until killed.
 SPAWN_THREAD ``main`` starts the children from the main thread, ``worker`` from another thread
 (then the kernel's parent-death signal is not asked for, and only the module's watchdog is left).
 """
@@ -34,9 +35,11 @@ def main():
         env["FAULTY_STUCK_NOGIL"] = stuck
     pools = []
 
+    shm = dict(shm=True, shm_inline_below=0) if mode == "idle-shm" else {}
+
     def start():
         pools.append(SprintPool(2, emulator_command(), EMULATOR_ARGS, module_name=FAULTY_MODULE, module_path=HERE,
-                                protocol=protocol, env=env))
+                                protocol=protocol, env=env, **shm))
 
     if spawn_thread == "main":
         start()
@@ -46,9 +49,12 @@ def main():
         t.join()
     pool = pools[0]
     seg = corpus.segments[1]
-    x = np.log(np.full((seg.num_frames, 2, 11), 1 / 11, np.float32))
+    x = pool.empty((seg.num_frames, 2, 11))
+    x[...] = np.log(np.float32(1 / 11))
     pool.compute(x, [seg.num_frames] * 2, [seg.name] * 2)  # both children work
-    if mode != "idle":
+    if shm and not pool.uses_shared_memory:
+        sys.exit("the children did not map the shared region")
+    if mode not in ("idle", "idle-shm"):
         for inst, mark in zip(pool.instances, marks):
             inst._child_mark = mark
             # each child gets its own mark file, named in its environment at restart

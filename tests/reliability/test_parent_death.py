@@ -9,6 +9,9 @@ kills that parent, and watches the children it leaves behind. Three situations:
   its main thread;
 - a child is stuck in a C call without the GIL and was spawned from a worker thread (no
   parent-death signal): the module's watchdog thread notices the parent is gone.
+
+With a shared memory region between them, nothing of it outlives the processes (memfd: no name in
+/dev/shm, gone with the last fd and mapping).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ CASES = [
     (1, "idle", "main"),
     (2, "idle", "main"),
     (2, "idle", "worker"),
+    (2, "idle-shm", "main"),
     (2, "stuck-gil", "main"),
     (1, "stuck-nogil", "worker"),
     (2, "stuck-nogil", "worker"),
@@ -35,6 +39,7 @@ CASES = [
 @pytest.mark.parametrize("protocol,mode,spawn_thread", CASES)
 def test_children_end_when_the_parent_is_killed(tmp_path, protocol, mode, spawn_thread):
     pid_file = tmp_path / "pids"
+    dev_shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     parent = subprocess.Popen([sys.executable, os.path.join(HERE, "dying_parent.py"), str(protocol), mode,
                                spawn_thread, str(pid_file)], cwd=HERE, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
@@ -53,6 +58,8 @@ def test_children_end_when_the_parent_is_killed(tmp_path, protocol, mode, spawn_
         took = [wait_gone(pid, 10.0) for pid in children]
         after = time.monotonic() - killed_at
         assert all(t < ERROR_BOUND for t in took), f"children outlived their parent by {took} s (total {after:.2f})"
+        if os.path.isdir("/dev/shm"):
+            assert set(os.listdir("/dev/shm")) - dev_shm == set()
     finally:
         if parent.poll() is None:
             parent.kill()
