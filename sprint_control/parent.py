@@ -1034,7 +1034,9 @@ class SprintInstancePool:
                 _check_finite(post[: int(lengths[b]), b], names[b])
         n_batch = post.shape[1]
         loss = np.zeros((n_batch,), dtype=np.float32)
-        error_signal = self.zeros(post.shape)
+        error_signal = self.empty(post.shape)
+        for b in range(n_batch):  # zero only the padding: a child's answer overwrites every other frame
+            error_signal[int(lengths[b]) :, b] = 0
         gather = self.gather
 
         def work(inst: SprintSubprocessInstance, idxs: list[int]) -> None:

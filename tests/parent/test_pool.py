@@ -57,6 +57,20 @@ def test_batch_equals_direct_computation(fake_exec, protocol, num_instances):
     assert all(inst.child_pid is None for inst in pool.instances)
 
 
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_padding_is_zeroed_in_a_dirty_output_buffer(fake_exec, protocol, monkeypatch):
+    """The batch output is not zero-filled as a whole: the children overwrite every frame of a
+    sequence, the parent zeroes only the padding. A buffer full of NaN must come back exact."""
+    lengths = [5, 2, 0, 4]
+    x = _batch(lengths)
+    with SprintPool(2, fake_exec, protocol=protocol) as pool:
+        monkeypatch.setattr(pool, "empty", lambda shape, dtype=np.float32: np.full(shape, np.nan, dtype))
+        loss, err = pool.get_batch_loss_and_error_signal(x, lengths, [f"s{b}" for b in range(len(lengths))])
+    exp_loss, exp_err = _expected(x, lengths)
+    np.testing.assert_array_equal(err, exp_err)  # NaN anywhere (padding or frames) would fail here
+    np.testing.assert_allclose(loss, exp_loss, rtol=1e-6)
+
+
 def test_gather_path_gives_the_same_result(fake_exec):
     lengths = [5, 8, 2]
     x = _batch(lengths, seed=3)
