@@ -224,12 +224,7 @@ class Callback:
             in_log_space = False
         else:
             in_log_space = self.input_in_log_space
-        post_tl = posteriors.T
-        if in_log_space:
-            log_post = post_tl
-        else:
-            with np.errstate(divide="ignore"):
-                log_post = np.log(post_tl)
+        log_post = criteria.as_log_posteriors(posteriors.T, in_log_space)
         if out_type == "pseudo-targets":
             loss, tgt = criteria.targets(crit, log_post, orthography, alignment, self.lexicon)
             if loss is None:

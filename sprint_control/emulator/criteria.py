@@ -37,6 +37,15 @@ DEFAULT_CRITERION = "ctc"
 DEFAULT_LEXICON = Lexicon()
 
 
+def as_log_posteriors(posteriors: np.ndarray, in_log_space: bool) -> np.ndarray:
+    """The criterion's input as log-probabilities: as it is, or the log of probabilities (a zero
+    probability becomes -inf, as RASR takes it)."""
+    if in_log_space:
+        return posteriors
+    with np.errstate(divide="ignore"):
+        return np.log(posteriors)
+
+
 def check_criterion(criterion: str) -> str:
     if criterion not in CRITERIA:
         raise ValueError(f"unknown training criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")

@@ -307,12 +307,7 @@ class Host:
             if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (L, T):
                 desc = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
                 self.fatal(f"PythonLayer: forward() must return a float32 ({L}, {T}) matrix (label, time), got {desc}")
-            post = out.T
-            if in_log:
-                log_post = post
-            else:
-                with np.errstate(divide="ignore"):
-                    log_post = np.log(post)
+            log_post = criteria.as_log_posteriors(out.T, in_log)
             try:
                 loss, err = criteria.compute_criterion(
                     self.criterion, log_post, orthography=seg.orthography, alignment=seg.alignment, lexicon=self.lexicon
