@@ -216,7 +216,25 @@ def _child_main(argv: Sequence[str]) -> int:
 # The parent's end
 
 
-class PipePeer:
+class _Peer:
+    """What both kinds of bench child share: the shared region of the shm transports (released
+    with the peer) and use as a context manager."""
+
+    region: Optional[SharedRegion] = None
+
+    def _release_region(self) -> None:
+        self._staged = _Staged(None)
+        if self.region is not None:
+            self.region.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PipePeer(_Peer):
     """One pipe child and the parent's end of its two pipes.
 
     ``transport``: "v2", "v1" (RETURNN's writer both ways), "v1c" (our C-pickler writer) or "bare".
@@ -326,18 +344,10 @@ class PipePeer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._staged = _Staged(None)
-        if self.region is not None:
-            self.region.close()
-
-    def __enter__(self) -> PipePeer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._release_region()
 
 
-class EmulatorPeer:
+class EmulatorPeer(_Peer):
     """The RASR emulator as the child, driven like a user would: ``SprintSubprocessInstance`` with the
     Sprint-side module ``sprint_control.control`` inside ``python -m sprint_control.emulator``.
 
@@ -385,15 +395,7 @@ class EmulatorPeer:
 
     def close(self) -> None:
         self.inst.close()
-        self._staged = _Staged(None)
-        if self.region is not None:
-            self.region.close()
-
-    def __enter__(self) -> EmulatorPeer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._release_region()
 
 
 def _new_region(transport: str) -> Optional[SharedRegion]:
