@@ -1,37 +1,40 @@
-"""Build script: declares the Cython extensions (every ``sprint_control/_*.pyx``).
+"""Build script: declares the Cython extensions, each with the C sources it needs.
 
-``SPRINT_CONTROL_PURE_PYTHON=1`` skips them; the package then runs on its pure-Python twins,
-the same variable that ``sprint_control/__init__.py`` honours at import time.
+``SPRINT_CONTROL_PURE_PYTHON=1`` (named in ``sprint_control/_env.py``, which the package reads
+too) skips them; the package then runs on its pure-Python twins.
 """
 
-import glob
 import os
+import runpy
 
 from setuptools import Extension, setup
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENV = runpy.run_path(os.path.join(HERE, "sprint_control", "_env.py"))
+
+#: module -> (its .pyx, the csrc/ files linked into it)
+EXTENSIONS = {
+    "sprint_control.wire._framing": ("sprint_control/wire/_framing.pyx", ["csrc/frame_io.c"]),
+    "sprint_control.emulator._fsa": ("sprint_control/emulator/_fsa.pyx", []),
+}
+
 
 def _extensions():
-    if os.environ.get("SPRINT_CONTROL_PURE_PYTHON", "") not in ("", "0"):
+    if ENV["pure_python_forced"]():
         return []
     import numpy
     from Cython.Build import cythonize
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    csrc = os.path.join("csrc")
-    extra_sources = sorted(glob.glob(os.path.join(csrc, "*.c")))
-    extra_sources = [s for s in extra_sources if not s.endswith("sprint_host.c")]
-    exts = []
-    for pyx in sorted(glob.glob(os.path.join("sprint_control", "_*.pyx"))):
-        modname = "sprint_control." + os.path.splitext(os.path.basename(pyx))[0]
-        exts.append(
-            Extension(
-                modname,
-                [pyx] + extra_sources,
-                include_dirs=[numpy.get_include(), os.path.join(here, csrc)],
-                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                extra_compile_args=["-O3"],
-            )
+    exts = [
+        Extension(
+            name,
+            [pyx] + sources,
+            include_dirs=[numpy.get_include(), os.path.join(HERE, "csrc")],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=["-O3"],
         )
+        for name, (pyx, sources) in EXTENSIONS.items()
+    ]
     return cythonize(exts, language_level=3, compiler_directives={"embedsignature": True})
 
 

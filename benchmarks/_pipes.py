@@ -1,12 +1,12 @@
-"""Shared pieces of the asv suite: the sizes and the pipe children (from ``sprint_control.bench``).
+"""Shared pieces of the asv suite: the sizes and the pipe children (from ``sprint_control.tools.bench``).
 
 Every round-trip benchmark starts its child in ``setup`` (not timed) and ends it in ``teardown``;
-the child is ``python -m sprint_control.bench --pipe-child`` on two fresh pipes.
+the child is ``python -m sprint_control.tools.bench --pipe-child`` on two fresh pipes.
 """
 
 from __future__ import annotations
 
-from sprint_control.bench import (
+from sprint_control.tools.bench import (
     SIZES,
     PipePeer,
     PipePool,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sprint_control import _wire as w
-from sprint_control import framing
-from sprint_control.protocol import decode_v1, encode_v1
+from sprint_control.wire import constants as w
+from sprint_control.wire import framing
+from sprint_control.wire.protocol import decode_v1, encode_v1
 
 from ._pipes import SIZE_LIST, make_posteriors
 

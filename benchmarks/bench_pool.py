@@ -1,7 +1,7 @@
 """A pool of 1 vs. 2 children sharing a (time, batch, label) batch over v2.
 
 ``emulator``: ``SprintPool`` with RASR-emulator children (criterion ``bench``), as a user runs it;
-``pipe``: the minimal pipe children of ``sprint_control.bench`` (transport only).
+``pipe``: the minimal pipe children of ``sprint_control.tools.bench`` (transport only).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from .errors import (
     SprintTimeoutError,
     TruncatedFrameError,
 )
-from .framing import IMPLEMENTATION
+from .wire.framing import IMPLEMENTATION
 
 __version__ = "0.1.0"
 

@@ -3,8 +3,8 @@
 Subcommands:
 
 - ``demo``: trains a tiny acoustic model with the criterion computed in a pool of Sprint children
-  (the bundled emulator unless ``--sprint-exec``), see ``sprint_control.demo``.
-- ``bench``: throughput of the link, see ``sprint_control.bench``.
+  (the bundled emulator unless ``--sprint-exec``), see ``sprint_control.tools.demo``.
+- ``bench``: throughput of the link, see ``sprint_control.tools.bench``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ logger = logging.getLogger("sprint_control.cli")
 
 def _bench(rest: list[str]) -> int:
     try:
-        from . import bench
+        from .tools import bench
     except ImportError as exc:
-        if getattr(exc, "name", None) not in ("sprint_control.bench", None):
+        if getattr(exc, "name", None) not in ("sprint_control.tools.bench", None):
             raise
-        print("sprint-control bench: the benchmark module sprint_control.bench is not available"
+        print("sprint-control bench: the benchmark module sprint_control.tools.bench is not available"
               f" in this installation ({exc})", file=sys.stderr)
         return 2
     rc = bench.main(rest)
@@ -34,7 +34,7 @@ def _bench(rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo
+    from .tools import demo
 
     parser = argparse.ArgumentParser(
         prog="sprint-control",
@@ -67,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from . import demo
+    from .tools import demo
 
     try:
         return demo.run_from_args(args)

@@ -54,8 +54,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import protocol
 from .errors import ProtocolError, SprintControlError
+from .wire import protocol
 
 __all__ = [
     "print",

@@ -41,8 +41,6 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import framing
-from . import shm as shm_module
 from .errors import (
     ProtocolError,
     SprintChildError,
@@ -50,8 +48,10 @@ from .errors import (
     SprintRemoteError,
     SprintTimeoutError,
 )
-from .protocol import PROTOCOL_V1, PROTOCOL_V2, V1_MAX_MESSAGE, Link
-from .shm import SharedRegion
+from .wire import framing
+from .wire import shm as shm_module
+from .wire.protocol import PROTOCOL_V1, PROTOCOL_V2, V1_MAX_MESSAGE, Link
+from .wire.shm import SharedRegion
 
 __all__ = [
     "SprintSubprocessInstance",

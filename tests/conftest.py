@@ -11,10 +11,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # the helpers in support.py, for every folder below
     sys.path.insert(0, HERE)
 
-from support import twins  # noqa: E402
+from support import leak_check, twins  # noqa: E402
 
 
-@pytest.fixture(params=twins("_framing", "_framing_py"))
+@pytest.fixture(params=twins("wire._framing", "wire._framing_py"))
 def framing_impl(request):
     """The framing core: the compiled ``_framing`` and the pure-Python ``_framing_py``."""
     return request.param
+
+
+@pytest.fixture
+def no_leaks():
+    """Fails the test when it leaves fds open or child processes unreaped (tests/reliability adds threads)."""
+    with leak_check(threads=False):
+        yield

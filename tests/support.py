@@ -15,14 +15,14 @@ from contextlib import contextmanager
 
 import pytest
 
-from sprint_control import _impl
+from sprint_control import _env
 
 
 def twins(compiled: str, twin: str) -> list:
     """pytest params for a compiled module and its twin. The compiled one must be built unless
     SPRINT_CONTROL_PURE_PYTHON is set: a missing build fails loudly instead of testing one side."""
     mods = [pytest.param(importlib.import_module(f"sprint_control.{twin}"), id="python")]
-    if not _impl.pure_python_forced():
+    if not _env.pure_python_forced():
         mods.append(pytest.param(importlib.import_module(f"sprint_control.{compiled}"), id="cython"))
     return mods
 

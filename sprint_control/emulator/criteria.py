@@ -24,12 +24,11 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _impl
+from . import fsa as _fsa
 from .lexicon import Automaton, Lexicon
 
 log = logging.getLogger("sprint_control.emulator.criteria")
 
-_fsa = _impl.load("_fsa", "_fsa_py")
 
 CRITERIA = ("ctc", "fsa", "full-sum", "cross-entropy", "bench", "none")
 AUTOMATON_CRITERIA = ("ctc", "fsa", "full-sum")

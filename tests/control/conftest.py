@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sprint_control import control, protocol
+from sprint_control import control
+from sprint_control.wire import protocol
 
 
 @pytest.fixture(autouse=True)

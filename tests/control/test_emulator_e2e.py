@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from control_fakes import random_log_posteriors
 
-from sprint_control import protocol
 from sprint_control.emulator import corpus as emu_corpus
 from sprint_control.emulator import criteria
 from sprint_control.errors import SprintRemoteError
+from sprint_control.wire import protocol
 
 REPO = Path(__file__).resolve().parents[2]
 N_SEGMENTS = 5
@@ -213,7 +213,7 @@ def test_discarded_segments_are_skipped(emulators, tmp_path, proto, flow):
 @pytest.mark.parametrize("flow", ["A", "B", "loop"])
 def test_shared_memory_transport(emulators, flow):
     """Protocol v2 with its shared-memory option: posteriors and error signal go through a memfd region."""
-    shm = pytest.importorskip("sprint_control.shm")
+    shm = pytest.importorskip("sprint_control.wire.shm")
     if not shm.available():
         pytest.skip("memfd_create is not available on this system")
     options = {

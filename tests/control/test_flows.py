@@ -25,7 +25,7 @@ PROTOCOLS = [1, 2]
 @pytest.fixture(autouse=True)
 def both_framing_cores(framing_impl, monkeypatch):
     """Every flow runs over the compiled framing core and over its pure-Python twin."""
-    from sprint_control import framing
+    from sprint_control.wire import framing
 
     for name in ("read_frame", "write_frame", "read_header", "read_payload"):
         monkeypatch.setattr(framing, name, getattr(framing_impl, name))

@@ -1,4 +1,4 @@
-"""The module inside a real embedding host: csrc/sprint_host.c embeds CPython the way RASR does
+"""The module inside a real embedding host: tests/control/sprint_host.c embeds CPython the way RASR does
 (GIL taken per call only, PyCapsule reference, builtin callback, bytes orthography, column-major
 float32 matrices) and runs flows A and B with its own C cross-entropy; the test is the parent."""
 
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from control_fakes import random_log_posteriors
 
-from sprint_control import protocol
 from sprint_control.errors import SprintRemoteError
+from sprint_control.wire import protocol
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCE = REPO / "csrc" / "sprint_host.c"
+SOURCE = Path(__file__).with_name("sprint_host.c")
 LABELS = 6
 INPUT_DIM = 3
 CORPUS = [("corpus/rec1/1", 7, "hello world"), ("corpus/rec1/2", 1, "ä"), ("corpus/rëc2/3", 19, "grüße aus köln"),

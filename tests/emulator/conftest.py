@@ -15,7 +15,7 @@ from support import twins
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(params=twins("_fsa", "_fsa_py"))
+@pytest.fixture(params=twins("emulator._fsa", "emulator._fsa_py"))
 def fsa_impl(request):
     """The forward-backward core: compiled ``_fsa`` and the numpy twin ``_fsa_py``."""
     return request.param

@@ -205,7 +205,7 @@ def test_weights_are_costs(fsa_impl):
 
 
 def test_twins_agree_on_float32_and_extreme_inputs(fsa_impl):
-    from sprint_control import _fsa_py
+    from sprint_control.emulator import _fsa_py
 
     lex = Lexicon()
     rng = np.random.default_rng(5)

@@ -7,8 +7,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprint_control import _fsa_py
-from sprint_control.emulator import criteria
+from sprint_control.emulator import _fsa_py, criteria
 from sprint_control.emulator.lexicon import Lexicon
 
 LEX = Lexicon(alphabet="abc", states_per_symbol=2, silence=True)

@@ -5,7 +5,7 @@
 
 The first input byte picks the target: the compiled frame decoder, the pure-Python one, or the
 safe v1 reader. Anything but ProtocolError/EOFError (or a crash of the interpreter) is a finding.
-The golden fixtures in tests/fixtures/ make a good seed corpus (copy them into the corpus folder).
+The golden fixtures in tests/wire/fixtures/ make a good seed corpus (copy them into the corpus folder).
 """
 
 import sys
@@ -13,11 +13,11 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from sprint_control import _framing_py, protocol
     from sprint_control.errors import ProtocolError
+    from sprint_control.wire import _framing_py, protocol
 
     try:
-        from sprint_control import _framing
+        from sprint_control.wire import _framing
     except ImportError:  # pure-Python build
         _framing = None
 

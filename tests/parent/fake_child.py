@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from sprint_control.protocol import Link
+from sprint_control.wire.protocol import Link
 
 
 def criterion(x):

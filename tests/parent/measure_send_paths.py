@@ -19,8 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main() -> None:
-    from sprint_control import framing
     from sprint_control.parent import SprintPool
+    from sprint_control.wire import framing
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=1000)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sprint_control import SprintRemoteError
-from sprint_control.protocol import PROTOCOL_V2, Link
+from sprint_control.wire.protocol import PROTOCOL_V2, Link
 
 
 @pytest.fixture

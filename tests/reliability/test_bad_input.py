@@ -1,7 +1,7 @@
 """Bad input to the parent's API: each case raises a clear error of the right type before anything
 reaches a child (which stays usable), or is handled on purpose (empty batch, zero-length
 sequence, NaN/inf passed through unless ``reject_non_finite``). Wire-level bad input is tested in
-tests/test_framing.py, tests/test_protocol.py and tests/test_fuzz.py (see docs/reliability.md)."""
+tests/wire/test_framing.py, tests/wire/test_protocol.py and tests/wire/test_fuzz.py (see docs/reliability.md)."""
 
 from __future__ import annotations
 

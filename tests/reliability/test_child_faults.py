@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from rel_helpers import EMULATOR_ARGS, ERROR_BOUND, process_state
 
-from sprint_control import SprintChildError, SprintPool, SprintRemoteError, SprintTimeoutError, framing
+from sprint_control import SprintChildError, SprintPool, SprintRemoteError, SprintTimeoutError
 from sprint_control.emulator import criteria
 from sprint_control.emulator.corpus import synthetic_corpus
 from sprint_control.parent import SprintSubprocessInstance
+from sprint_control.wire import framing
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from rel_helpers import EMULATOR_ARGS, FAULTY_MODULE, HERE, pythonpath
 
-from sprint_control import SprintChildError, SprintPool, SprintRemoteError, control, protocol
+from sprint_control import SprintChildError, SprintPool, SprintRemoteError, control
 from sprint_control.emulator import criteria
 from sprint_control.emulator.corpus import synthetic_corpus
 from sprint_control.errors import SprintControlError
 from sprint_control.parent import emulator_command
+from sprint_control.wire import protocol
 
 CORPUS = synthetic_corpus(8, seed=3, max_frames=30)
 LABELS = criteria.num_labels("ctc")

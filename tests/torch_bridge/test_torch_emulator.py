@@ -123,7 +123,7 @@ def ctc_pool():
 def test_sprint_loss_through_children_matches_the_criterion(ctc_pool, monkeypatch):
     assert ctc_pool.protocol == 2
     # No pickle on the path once the link speaks v2.
-    import sprint_control.protocol as protocol
+    import sprint_control.wire.protocol as protocol
 
     def no_pickle(*a, **k):
         raise AssertionError("pickle used on the loss path")
@@ -148,7 +148,7 @@ def test_sprint_loss_through_children_matches_the_criterion(ctc_pool, monkeypatc
 
 def test_sprint_loss_over_shared_memory(monkeypatch):
     # With the pool's shared region, log_softmax lands in the region and the children read it in place.
-    import sprint_control.protocol as protocol
+    import sprint_control.wire.protocol as protocol
 
     _, lens, tags, logits = _batch(CORPUS.segments, criteria.num_labels("ctc"), seed=5)
     ref_logits = logits.clone().requires_grad_()

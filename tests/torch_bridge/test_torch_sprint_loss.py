@@ -198,7 +198,7 @@ def test_package_imports_without_torch():
                 if name == "torch" or name.startswith("torch."):
                     raise ImportError("torch blocked")
         sys.meta_path.insert(0, Block())
-        import sprint_control, sprint_control.parent, sprint_control.protocol
+        import sprint_control, sprint_control.parent, sprint_control.wire.protocol
         assert "torch" not in sys.modules
         try:
             import sprint_control.torch

@@ -12,9 +12,10 @@ import threading
 import numpy as np
 import pytest
 
-from sprint_control import _wire, protocol
 from sprint_control.errors import ProtocolError, SprintRemoteError, TruncatedFrameError
-from sprint_control.protocol import Link
+from sprint_control.wire import constants as _wire
+from sprint_control.wire import protocol
+from sprint_control.wire.protocol import Link
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # the values make_fixtures.py wrote, restated here by hand

@@ -12,8 +12,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprint_control import _wire, protocol
 from sprint_control.errors import ProtocolError
+from sprint_control.wire import constants as _wire
+from sprint_control.wire import protocol
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 GOLDEN = {}

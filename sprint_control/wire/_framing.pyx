@@ -21,8 +21,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from . import _wire as w
-from .errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
+from . import constants as w
+from ..errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
 
 cnp.import_array()
 

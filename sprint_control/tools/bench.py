@@ -40,12 +40,12 @@ from typing import Optional
 
 import numpy as np
 
-from . import _wire as w
-from . import framing
-from .protocol import PROTOCOL_V1, PROTOCOL_V2, Link, encode_v1
-from .shm import SharedRegion
+from ..wire import constants as w
+from ..wire import framing
+from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, Link, encode_v1
+from ..wire.shm import SharedRegion
 
-log = logging.getLogger("sprint_control.bench")
+log = logging.getLogger("sprint_control.tools.bench")
 
 __all__ = [
     "SIZES",
@@ -106,7 +106,7 @@ def make_posteriors(time_: int, labels: int, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# The pipe child (``python -m sprint_control.bench --pipe-child MODE READ_FD WRITE_FD``)
+# The pipe child (``python -m sprint_control.tools.bench --pipe-child MODE READ_FD WRITE_FD``)
 
 
 def _write_all(fd: int, buffers: Sequence) -> None:
@@ -162,7 +162,7 @@ def _child_link(read_fd: int, write_fd: int, v1_writer: str) -> int:
                 return 0
             op = cmd[0]
             if op == "init":
-                link.reply_init("sprint_control.bench", {"protocols": [PROTOCOL_V1, PROTOCOL_V2]})
+                link.reply_init("sprint_control.tools.bench", {"protocols": [PROTOCOL_V1, PROTOCOL_V2]})
             elif op == "use_protocol":
                 link.accept_protocol(cmd[1], cmd[2] if len(cmd) > 2 else None)
             elif op == "get_loss_and_error_signal":
@@ -249,7 +249,7 @@ class PipePeer(_Peer):
         c2p_r, c2p_w = os.pipe()
         mode = "bare" if transport == "bare" else "link"
         v1_writer = "returnn" if transport == "v1" else "c"
-        cmd = [sys.executable, "-m", "sprint_control.bench", "--pipe-child", mode, str(p2c_r), str(c2p_w),
+        cmd = [sys.executable, "-m", "sprint_control.tools.bench", "--pipe-child", mode, str(p2c_r), str(c2p_w),
                v1_writer]
         self.region = _new_region(transport)
         region_fds = (self.region.fd,) if self.region is not None else ()
@@ -271,7 +271,7 @@ class PipePeer(_Peer):
             else:
                 self.link = Link(self.read_fd, self.write_fd, timeout=timeout)
                 wanted = PROTOCOL_V1 if transport in ("v1", "v1c") else PROTOCOL_V2
-                got = self.link.handshake("sprint_control.bench", protocol=wanted, shared=self.region)
+                got = self.link.handshake("sprint_control.tools.bench", protocol=wanted, shared=self.region)
                 if got != wanted:
                     raise RuntimeError(f"negotiated protocol {got}, wanted {wanted}")
                 if self.region is not None and self.link.shm is None:
@@ -358,7 +358,7 @@ class EmulatorPeer(_Peer):
 
     def __init__(self, transport: str = "v2", labels: int = 1, criterion: str = "bench",
                  timeout: float = _CHILD_TIMEOUT):
-        from .parent import SprintSubprocessInstance, emulator_command
+        from ..parent import SprintSubprocessInstance, emulator_command
 
         if transport not in ("v2", "v1") + SHM_TRANSPORTS:
             raise ValueError(f"the emulator child speaks v2, v1, shm or shm-region, not {transport!r}")
@@ -370,7 +370,7 @@ class EmulatorPeer(_Peer):
                 "--*.corpus.synthetic=1", "--*.corpus.max-frames=20", "--*.corpus.min-frames=1"]
         self.inst = SprintSubprocessInstance(
             emulator_command(), sprintConfigStr=args, protocol=PROTOCOL_V1 if transport == "v1" else PROTOCOL_V2,
-            timeout=timeout, name="sprint_control.bench", shared_region=self.region,
+            timeout=timeout, name="sprint_control.tools.bench", shared_region=self.region,
         )
         want = PROTOCOL_V1 if transport == "v1" else PROTOCOL_V2
         if self.inst.protocol != want or (self.region is not None and self.inst._link.shm is None):
@@ -643,7 +643,7 @@ def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2", child:
     ``growth_bytes`` = peak RSS during the round trip minus the RSS before the posteriors existed;
     ``arrays_bytes`` = input + output array bytes, what the growth cannot avoid.
     """
-    out = subprocess.run([sys.executable, "-m", "sprint_control.bench", "--rss-probe", transport, str(time_),
+    out = subprocess.run([sys.executable, "-m", "sprint_control.tools.bench", "--rss-probe", transport, str(time_),
                           str(labels), child], capture_output=True, text=True, timeout=300, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"rss probe failed ({out.returncode}): {out.stderr[-2000:]}")

@@ -18,9 +18,10 @@ import sys
 import numpy as np
 import pytest
 
-from sprint_control import bench, framing
+from sprint_control.tools import bench
+from sprint_control.wire import framing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_SIZES = [(1, 1), (3, 17)]
 #: replacement values for asv parameters, so the whole suite runs in seconds
 TINY_PARAMS = {"size": TINY_SIZES}  # other parameters (transport, children, child) run all their values
@@ -57,7 +58,9 @@ def test_round_trip_large_enough_for_vmsplice_is_exact():
     post = bench.make_posteriors(600, 4501, seed=5)  # 10.8 MB
     post[:] = np.random.default_rng(1).standard_normal(post.shape, dtype=np.float32)
     want = bench.expected_error_signal(post)
-    before = framing._backend.__dict__.get("_spliced_bytes", lambda: 0)()
+    core_name = "_framing" if framing.IMPLEMENTATION == "cython" else "_framing_py"
+    core = importlib.import_module(f"sprint_control.wire.{core_name}")
+    before = getattr(core, "_spliced_bytes", lambda: 0)()
     with bench.PipePeer("v2") as peer:
         for _ in range(3):
             peer.send(post)
@@ -68,7 +71,7 @@ def test_round_trip_large_enough_for_vmsplice_is_exact():
             post[:] = sent
     np.testing.assert_array_equal(bench.expected_error_signal(post), want)
     if framing.IMPLEMENTATION == "cython":
-        assert framing._backend._spliced_bytes() > before
+        assert core._spliced_bytes() > before
 
 
 def test_pool_fills_the_batch_output():
@@ -92,7 +95,7 @@ def test_peak_rss_probe_reports_growth_and_arrays():
 def _run_tool(tmp_path, *args):
     out_json = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "sprint_control.bench", "--sizes", "1,1", "4,9", "--repeats", "2",
+        [sys.executable, "-m", "sprint_control.tools.bench", "--sizes", "1,1", "4,9", "--repeats", "2",
          "--json", str(out_json), *args],
         capture_output=True, text=True, timeout=180, cwd=str(tmp_path),
     )
@@ -240,7 +243,7 @@ def test_asv_accepts_the_suite():
 def _compiled():
     if framing.IMPLEMENTATION != "cython":
         pytest.skip("the vmsplice path exists in the compiled core only (SPRINT_CONTROL_PURE_PYTHON is set)")
-    from sprint_control import _framing
+    from sprint_control.wire import _framing
 
     return _framing
 
@@ -335,7 +338,7 @@ def test_splice_and_spin_can_be_switched_off_by_environment():
     _compiled()
     code = (
         "import os, threading, numpy as np\n"
-        "from sprint_control import _framing as f\n"
+        "from sprint_control.wire import _framing as f\n"
         "r, w = os.pipe(); f.grow_pipe(w)\n"
         "a = np.ones((1000, 2001), np.float32); out = []\n"
         "t = threading.Thread(target=lambda: out.append(f.read_frame(r))); t.start()\n"

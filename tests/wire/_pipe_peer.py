@@ -1,6 +1,6 @@
 """A peer process for framing tests: reads frames from one fd and echoes them back on another.
 
-Run as ``python tests/_pipe_peer.py <impl> <read_fd> <write_fd>``; ``impl`` is ``_framing`` or
+Run as ``python tests/wire/_pipe_peer.py <impl> <read_fd> <write_fd>``; ``impl`` is ``_framing`` or
 ``_framing_py``. It echoes each frame (name, array, value, seq, flags) until EOF, then exits 0.
 """
 
@@ -9,7 +9,7 @@ import sys
 
 
 def main() -> int:
-    impl = importlib.import_module(f"sprint_control.{sys.argv[1]}")
+    impl = importlib.import_module(f"sprint_control.wire.{sys.argv[1]}")
     rfd, wfd = int(sys.argv[2]), int(sys.argv[3])
     while True:
         try:

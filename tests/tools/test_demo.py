@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("sprint_control.emulator.criteria", reason="the emulator is not in this tree")
 
 from sprint_control import cli  # noqa: E402
-from sprint_control.demo import format_summary, run_demo  # noqa: E402
+from sprint_control.tools.demo import format_summary, run_demo  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -64,19 +64,19 @@ def test_cli_without_command_and_bench_dispatch(capsys, monkeypatch):
             seen["args"] = args
             return 0
 
-    monkeypatch.setitem(sys.modules, "sprint_control.bench", FakeBench)
-    import sprint_control
+    monkeypatch.setitem(sys.modules, "sprint_control.tools.bench", FakeBench)
+    import sprint_control.tools
 
-    monkeypatch.setattr(sprint_control, "bench", FakeBench, raising=False)
+    monkeypatch.setattr(sprint_control.tools, "bench", FakeBench, raising=False)
     assert cli.main(["bench", "--sizes", "100,88", "--repeats", "1"]) == 0
     assert seen["args"] == ["--sizes", "100,88", "--repeats", "1"]
 
 
 def test_cli_bench_missing_module(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "sprint_control.bench", None)  # import fails
-    import sprint_control
+    monkeypatch.setitem(sys.modules, "sprint_control.tools.bench", None)  # import fails
+    import sprint_control.tools
 
-    monkeypatch.delattr(sprint_control, "bench", raising=False)
+    monkeypatch.delattr(sprint_control.tools, "bench", raising=False)
     assert cli.main(["bench"]) == 2
     assert "not available" in capsys.readouterr().err
 

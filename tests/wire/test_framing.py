@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sprint_control import _framing_py, _wire, framing
 from sprint_control.errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
+from sprint_control.wire import _framing_py, framing
+from sprint_control.wire import constants as _wire
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HDR = _wire.HEADER_STRUCT
@@ -41,7 +42,7 @@ def test_both_implementations_offer_the_fixed_api(framing_impl):
 
 
 def test_compiled_core_is_active_unless_pure_python_is_forced():
-    from sprint_control import _impl
+    from sprint_control import _env as _impl
 
     expected = "python" if _impl.pure_python_forced() else "cython"
     assert framing.IMPLEMENTATION == expected
@@ -66,8 +67,8 @@ def test_header_layout_matches_the_documented_offsets(framing_impl):
 
 
 def test_both_twins_encode_identical_bytes():
-    pytest.importorskip("sprint_control._framing")
-    from sprint_control import _framing
+    pytest.importorskip("sprint_control.wire._framing")
+    from sprint_control.wire import _framing
 
     for name, arr in [("", None), ("seg/ü", np.ones((3, 5), np.float32)), ("x" * 9, np.arange(4, dtype=np.uint32))]:
         a = _framing.encode_frame(1, name, arr, value=2.5, seq=11)
@@ -347,7 +348,7 @@ def test_grow_pipe_raises_the_buffer_where_linux_allows(framing_impl, pipe):
 def test_round_trip_through_another_process(framing_impl, peer, shape, dtype):
     """parent array -> frame -> pipe -> child process -> pipe -> array, bit for bit."""
     if peer == "_framing":
-        pytest.importorskip("sprint_control._framing")
+        pytest.importorskip("sprint_control.wire._framing")
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
     proc = subprocess.Popen(

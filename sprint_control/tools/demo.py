@@ -23,9 +23,9 @@ from typing import Optional, TextIO
 
 import numpy as np
 
-from .parent import SprintPool
+from ..parent import SprintPool
 
-logger = logging.getLogger("sprint_control.demo")
+logger = logging.getLogger("sprint_control.tools.demo")
 
 CRITERIA = ("ctc", "fsa")
 
@@ -104,8 +104,8 @@ def run_demo(
     shm: bool = False,
 ) -> DemoReport:
     """Trains the demo model; prints per-epoch lines and a summary to ``out`` (None: silent)."""
-    from .emulator import criteria
-    from .emulator.corpus import synthetic_corpus
+    from ..emulator import criteria
+    from ..emulator.corpus import synthetic_corpus
 
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")

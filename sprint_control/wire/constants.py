@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 MAGIC = b"SCF2"
 VERSION = 2

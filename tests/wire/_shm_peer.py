@@ -1,6 +1,6 @@
 """A child process for shared-memory tests: serves loss requests over a Link like our Sprint side.
 
-Run as ``python tests/_shm_peer.py <read_fd> <write_fd>``. Error signal = 2 * posteriors - 1,
+Run as ``python tests/wire/_shm_peer.py <read_fd> <write_fd>``. Error signal = 2 * posteriors - 1,
 loss = sum of the posteriors (float64), so the parent can check every element.
 """
 
@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from sprint_control.protocol import Link
+from sprint_control.wire.protocol import Link
 
 
 def main() -> int:

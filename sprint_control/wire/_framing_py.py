@@ -14,8 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import _wire as w
-from .errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
+from ..errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
+from . import constants as w
 
 IMPLEMENTATION = "python"
 

@@ -12,9 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from sprint_control import _wire, framing, shm
 from sprint_control.errors import ProtocolError, SprintChildError
-from sprint_control.protocol import Link
+from sprint_control.wire import constants as _wire
+from sprint_control.wire import framing, shm
+from sprint_control.wire.protocol import Link
 
 pytestmark = pytest.mark.skipif(not shm.available(), reason="no fd-shareable memory on this platform")
 HERE = os.path.dirname(os.path.abspath(__file__))
