@@ -817,3 +817,8 @@ class Link:
                 except OSError:
                     pass
                 setattr(self, attr, -1)
+
+
+#: The two halves of a link by side (one class today; the names are what callers use).
+ParentLink = Link
+ChildLink = Link
