@@ -399,11 +399,11 @@ class EmulatorPeer(_Peer):
 
 
 def _new_region(transport: str) -> Optional[SharedRegion]:
-    """A region for the shared-memory transports, as a user gets it: matrices below its
-    ``inline_below`` threshold (128 KiB) still travel inline through the pipe."""
+    """A region for the shared-memory transports, as a user gets it (the default size): matrices
+    below its ``inline_below`` threshold (``shm.DEFAULT_INLINE_BELOW``) still travel inline through the pipe."""
     if transport not in SHM_TRANSPORTS:
         return None
-    return SharedRegion.create(64 << 20)
+    return SharedRegion.create()
 
 
 def two_memcpy_seconds(posteriors: np.ndarray, rounds: int = 5) -> float:
