@@ -148,3 +148,76 @@ def test_each_extension_links_the_c_sources_of_the_headers_it_declares():
             headers = re.findall(r'^cdef extern from "([^"<>]+)\.h"', f.read(), flags=re.M)
         wanted = sorted(f"csrc/{h}.c" for h in headers if os.path.exists(os.path.join(ROOT, "csrc", f"{h}.c")))
         assert sorted(sources) == wanted, module
+
+
+# -- the layers import one way ---------------------------------------------------------------------------
+
+#: layer -> the layers its modules may import (the package root, errors and _env are "base")
+ALLOWED_IMPORTS = {
+    "base": {"base", "wire"},  # the root names IMPLEMENTATION (wire.framing); the sides load lazily by name
+    "wire": {"base", "wire"},
+    "emulator": {"base", "emulator"},  # stands alone: it loads the Sprint-side module by name, as RASR does
+    "sprint": {"base", "wire", "sprint"},
+    "parent": {"base", "wire", "parent"},
+    "torch": {"base", "wire", "parent", "torch"},
+    "tools": {"base", "wire", "parent", "emulator", "tools"},
+    "cli": {"base", "tools", "cli"},
+    "compat": {"wire"},  # the old module paths
+}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")[1:]
+    head = parts[0] if parts else ""
+    if head in ("", "errors", "_env"):
+        return "base"
+    if head in ("framing", "protocol", "shm"):
+        return "compat"
+    if head in ("control", "sprint"):
+        return "sprint"
+    if head in ("cli", "__main__"):
+        return "cli"
+    if head in ("wire", "emulator", "parent", "torch", "tools"):
+        return head
+    raise AssertionError(f"{module}: no layer known for it; add it to test_layout.layer_of")
+
+
+def _is_module(name: str) -> bool:
+    path = os.path.join(ROOT, *name.split("."))
+    return os.path.isdir(path) or os.path.exists(path + ".py") or bool(glob.glob(path + ".*.so"))
+
+
+def package_imports(path: str) -> set:
+    """The sprint_control modules ``path`` imports (anywhere in it, also inside functions)."""
+    rel = os.path.relpath(path, ROOT)[: -len(".py")].replace(os.sep, ".")
+    package = rel.rsplit(".", 1)[0] if not rel.endswith("__init__") else rel[: -len(".__init__")]
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), rel)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "sprint_control"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != "sprint_control":
+                continue
+            for alias in node.names:  # "from pkg import x": x is a module of pkg, or a name in pkg
+                sub = f"{module}.{alias.name}"
+                found.add(sub if _is_module(sub) else module)
+    return found
+
+
+def test_the_layers_import_one_way():
+    wrong = []
+    for path in _python_modules():
+        module = os.path.relpath(path, ROOT)[: -len(".py")].replace(os.sep, ".").removesuffix(".__init__")
+        layer = layer_of(module)
+        for imported in sorted(package_imports(path)):
+            if layer_of(imported) not in ALLOWED_IMPORTS[layer]:
+                wrong.append(f"{module} ({layer}) imports {imported} ({layer_of(imported)})")
+    assert wrong == []
