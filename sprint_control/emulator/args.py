@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .textfile import read_utf8
+
 log = logging.getLogger("sprint_control.emulator.args")
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -181,11 +183,7 @@ def read_config_file(path: str) -> list[tuple[str, str]]:
     entries: list[tuple[str, str]] = []
     section = ""
     try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ArgumentError(f"config file {path}: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not"
-                            " UTF-8; expected a RASR config file in UTF-8 text") from None
+        text = read_utf8(path, "config file", "a RASR config file in UTF-8 text", ArgumentError)
     except OSError as exc:
         raise ArgumentError(f"config file {path}: {exc.strerror or exc}") from None
     for lineno, line in enumerate(text.splitlines(), 1):

@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from .lexicon import Lexicon
+from .textfile import read_utf8
 
 log = logging.getLogger("sprint_control.emulator.corpus")
 
@@ -216,12 +217,7 @@ def load_corpus(
     """Reads a text or JSON corpus file (format in the module docstring); JSON if it starts with
     ``[`` or ``{``."""
     lexicon = lexicon or Lexicon()
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"corpus file {path}: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not"
-                         " UTF-8; expected a text or JSON corpus in UTF-8") from None
+    text = read_utf8(path, "corpus file", "a text or JSON corpus in UTF-8")
     raw: list[dict] = []
     corpus_name = name
     if text.lstrip()[:1] in ("[", "{"):

@@ -41,16 +41,31 @@ def _status(call) -> int:
         return exc.code
 
 
-@pytest.mark.parametrize("argv,words", [
-    (["--instances", "0"], ["--instances", "at least 1", "got 0"]),
-    (["--segments", "-3"], ["--segments", "at least 1"]),
-    (["--sprint-exec", "/nonexistent/nn-trainer"], ["/nonexistent/nn-trainer", "no such file", "nn-trainer"]),
-    (["--sprint-args", "'x"], ["--sprint-args", "No closing quotation", "split like a shell"]),
-], ids=["instances-0", "segments-negative", "sprint-exec-missing", "sprint-args-unbalanced-quote"])
-def test_demo_option_errors_are_one_line(argv, words, capsys, nothing_runs):
-    assert _status(lambda: cli.main(["demo", *argv])) == 2
+#: (command, argv, words the one line must hold); bench runs with --no-rss so nothing else starts
+BAD_COMMAND_LINES = [
+    ("demo", ["--instances", "0"], ["--instances", "at least 1", "got 0"]),
+    ("demo", ["--segments", "-3"], ["--segments", "at least 1"]),
+    ("demo", ["--sprint-exec", "/nonexistent/nn-trainer"], ["/nonexistent/nn-trainer", "no such file", "nn-trainer"]),
+    ("demo", ["--sprint-args", "'x"], ["--sprint-args", "No closing quotation", "split like a shell"]),
+    ("bench", ["--repeats", "0"], ["--repeats", "at least 1", "got 0"]),
+    ("bench", ["--sizes", "0,0"], ["--sizes", "TIME,LABELS", "at least 1", "'0,0'"]),
+    ("bench", ["--sizes", "10,5", "3,0"], ["--sizes", "'3,0'"]),
+    ("bench", ["--budget", "0"], ["--budget", "above 0"]),
+    ("bench", ["--json", "/nonexistent/x.json"], ["--json", "/nonexistent", "does not exist"]),
+]
+
+
+@pytest.mark.parametrize("command,argv,words", BAD_COMMAND_LINES,
+                         ids=[f"{c}-{'-'.join(a)}" for c, a, _ in BAD_COMMAND_LINES])
+def test_option_errors_are_one_line_and_come_before_the_run(command, argv, words, capsys, nothing_runs):
+    """(bench: the --json target is checked before the run, so its results cannot be lost at the end.)"""
+    if command == "demo":
+        status = _status(lambda: cli.main(["demo", *argv]))
+    else:
+        status = _status(lambda: bench.main(["--no-rss", *argv]))
+    assert status == 2
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith("sprint-control demo: error: ")
+    assert line.startswith(f"sprint-control {command}: error: ")
     for word in words:
         assert word in line
 
@@ -63,21 +78,6 @@ def test_demo_refuses_a_sprint_exec_that_is_not_executable(tmp_path, capsys, not
         pytest.skip("this user can execute any file")
     assert _status(lambda: cli.main(["demo", "--sprint-exec", str(exe)])) == 2
     assert "not executable" in _one_line(capsys.readouterr().err)
-
-
-@pytest.mark.parametrize("argv,words", [
-    (["--repeats", "0"], ["--repeats", "at least 1", "got 0"]),
-    (["--sizes", "0,0"], ["--sizes", "TIME,LABELS", "at least 1", "'0,0'"]),
-    (["--sizes", "10,5", "3,0"], ["--sizes", "'3,0'"]),
-    (["--budget", "0"], ["--budget", "above 0"]),
-    (["--json", "/nonexistent/x.json"], ["--json", "/nonexistent", "does not exist"]),
-], ids=["repeats-0", "sizes-0,0", "one-size-0", "budget-0", "json-dir-missing"])
-def test_bench_option_errors_are_one_line_and_come_before_the_run(argv, words, capsys, nothing_runs):
-    assert _status(lambda: bench.main(["--no-rss", *argv])) == 2
-    line = _one_line(capsys.readouterr().err)
-    assert line.startswith("sprint-control bench: error: ")
-    for word in words:
-        assert word in line
 
 
 def test_bench_refuses_a_json_target_that_is_a_directory(tmp_path, capsys, nothing_runs):
