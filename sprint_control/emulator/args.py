@@ -20,6 +20,9 @@ from .textfile import read_utf8
 
 log = logging.getLogger("sprint_control.emulator.args")
 
+#: The PythonControl version of the RASR the emulator plays (``version_number`` of ``init``), by default.
+VERSION_NUMBER = 5
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -96,7 +99,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "version-number",
         "str",
-        "5",
+        str(VERSION_NUMBER),
         "version_number passed to init() and answered by callback('version_number'); 'none' acts like an "
         "old RASR that passes neither version_number nor callback to init().",
     ),

@@ -21,12 +21,12 @@ import numpy as np
 from .. import __version__
 from ..errors import SprintControlError
 from . import criteria
+from .args import VERSION_NUMBER
 from .corpus import Corpus, empty_corpus
 from .lexicon import Lexicon
 
 log = logging.getLogger("sprint_control.emulator.callback")
 
-VERSION_NUMBER = 5
 CAPSULE_NAME = b"Sprint.PythonControl.Internal"
 OUTPUT_ERROR_TYPES = ("none", "error-signal", "error-signal-before-softmax", "pseudo-targets")
 

@@ -24,8 +24,8 @@ from typing import Any, Callable, NoReturn, Optional
 import numpy as np
 
 from . import criteria
-from .args import Config
-from .callback import VERSION_NUMBER, Callback, EmulatorFatalError, make_capsule
+from .args import VERSION_NUMBER, Config
+from .callback import Callback, EmulatorFatalError, make_capsule
 from .corpus import Corpus, empty_corpus, load_corpus, synthetic_corpus
 from .lexicon import Lexicon, make_alphabet
 
