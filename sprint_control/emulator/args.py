@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from . import corpus, lexicon
 from .textfile import read_utf8
 
 log = logging.getLogger("sprint_control.emulator.args")
@@ -109,11 +110,41 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("corpus.seed", "int", 0, "Seed for the synthetic corpus and for generated features."),
     Option("corpus.name", "str", "", "Corpus name (passed as corpusName to getSegmentList)."),
-    Option("corpus.feature-dim", "int", 40, "Feature dimension of generated features.", minimum=1),
-    Option("corpus.min-frames", "int", 20, "Synthetic corpus: minimum frames per segment.", minimum=1),
-    Option("corpus.max-frames", "int", 200, "Synthetic corpus: maximum frames per segment.", minimum=1),
-    Option("corpus.max-symbols", "int", 6, "Synthetic corpus: maximum symbols per orthography.", minimum=1),
-    Option("corpus.noise", "float", 0.5, "Standard deviation of the noise added to the label embedding.", minimum=0),
+    Option(
+        "corpus.feature-dim",
+        "int",
+        corpus.DEFAULT_FEATURE_DIM,
+        "Feature dimension of generated features.",
+        minimum=1,
+    ),
+    Option(
+        "corpus.min-frames",
+        "int",
+        corpus.DEFAULT_MIN_FRAMES,
+        "Synthetic corpus: minimum frames per segment.",
+        minimum=1,
+    ),
+    Option(
+        "corpus.max-frames",
+        "int",
+        corpus.DEFAULT_MAX_FRAMES,
+        "Synthetic corpus: maximum frames per segment.",
+        minimum=1,
+    ),
+    Option(
+        "corpus.max-symbols",
+        "int",
+        corpus.DEFAULT_MAX_SYMBOLS,
+        "Synthetic corpus: maximum symbols per orthography.",
+        minimum=1,
+    ),
+    Option(
+        "corpus.noise",
+        "float",
+        corpus.DEFAULT_NOISE,
+        "Standard deviation of the noise added to the label embedding.",
+        minimum=0,
+    ),
     Option(
         "corpus.num-labels",
         "int",
@@ -121,7 +152,12 @@ OPTIONS: tuple[Option, ...] = (
         "Label count of the bench/none criteria and flow-B output dimension for them (0: the HMM count).",
         minimum=0,
     ),
-    Option("lexicon.alphabet", "str", "", "The lexicon's symbols as one string (default 'abcdefghij')."),
+    Option(
+        "lexicon.alphabet",
+        "str",
+        "",
+        f"The lexicon's symbols as one string (default {lexicon.DEFAULT_ALPHABET!r}).",
+    ),
     Option(
         "lexicon.alphabet-size",
         "int",
@@ -129,7 +165,7 @@ OPTIONS: tuple[Option, ...] = (
         "Use a generated alphabet of N symbols (a-z, then CJK characters); overrides lexicon.alphabet.",
         minimum=0,
     ),
-    Option("lexicon.states-per-symbol", "int", 3, "HMM states per symbol.", minimum=1),
+    Option("lexicon.states-per-symbol", "int", lexicon.DEFAULT_STATES_PER_SYMBOL, "HMM states per symbol.", minimum=1),
     Option("lexicon.silence", "bool", True, "Optional silence before, between and after words (HMM topology)."),
     Option("log-level", "choice", "info", "Log verbosity on stderr.", ("debug", "info", "warning", "error")),
     Option("quiet", "bool", False, "Only errors on stderr (same as log-level=error)."),

@@ -36,6 +36,10 @@ log = logging.getLogger("sprint_control.emulator.corpus")
 
 DEFAULT_FEATURE_DIM = 40
 DEFAULT_NOISE = 0.5
+#: the synthetic corpus: frames per segment, symbols per orthography
+DEFAULT_MIN_FRAMES = 20
+DEFAULT_MAX_FRAMES = 200
+DEFAULT_MAX_SYMBOLS = 6
 
 
 @dataclass
@@ -115,9 +119,9 @@ def synthetic_corpus(
     *,
     lexicon: Optional[Lexicon] = None,
     feature_dim: int = DEFAULT_FEATURE_DIM,
-    min_frames: int = 20,
-    max_frames: int = 200,
-    max_symbols: int = 6,
+    min_frames: int = DEFAULT_MIN_FRAMES,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    max_symbols: int = DEFAULT_MAX_SYMBOLS,
     noise: float = DEFAULT_NOISE,
     name: str = "synthetic",
 ) -> Corpus:

@@ -31,6 +31,7 @@ from functools import cached_property
 import numpy as np
 
 DEFAULT_ALPHABET = "abcdefghij"
+DEFAULT_STATES_PER_SYMBOL = 3
 _EXTRA_SYMBOLS_START = 0x4E00  # CJK block: thousands of single-character symbols for big alphabets
 
 
@@ -118,7 +119,7 @@ class Lexicon:
     silence."""
 
     alphabet: str = DEFAULT_ALPHABET
-    states_per_symbol: int = 3
+    states_per_symbol: int = DEFAULT_STATES_PER_SYMBOL
     silence: bool = True
 
     def __post_init__(self):
