@@ -29,6 +29,7 @@ from typing import Optional
 
 import numpy as np
 
+from .bliss import is_bliss_file, read_bliss_corpus
 from .lexicon import Lexicon
 
 log = logging.getLogger("sprint_control.emulator.corpus")
@@ -210,6 +211,9 @@ def load_corpus(
     """Reads a text or JSON corpus file (format in the module docstring); JSON if it starts with
     ``[`` or ``{``."""
     lexicon = lexicon or Lexicon()
+    if is_bliss_file(path):  # RASR's Bliss XML corpus (bliss.py)
+        bliss_name, bliss_segments = read_bliss_corpus(path)
+        return _finish(name or bliss_name, bliss_segments, lexicon, feature_dim, seed, noise, path)
     with open(path, encoding="utf-8") as f:
         text = f.read()
     raw: list[dict] = []
