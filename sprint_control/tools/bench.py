@@ -44,6 +44,7 @@ from ..wire import constants as w
 from ..wire import framing
 from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, Link, encode_v1
 from ..wire.shm import SharedRegion
+from . import plot
 
 log = logging.getLogger("sprint_control.tools.bench")
 
@@ -733,6 +734,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="default: every transport the child speaks (v2 v1 bare shm shm-region; pipe: also v1c)")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probe (one fresh process per size)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    plot.add_plot_option(ap, "throughput against segment size")
     args = ap.parse_args(argv)
     transports = args.transports or list(CHILD_TRANSPORTS[args.child])
     bad = [t for t in transports if t not in CHILD_TRANSPORTS[args.child]]
@@ -755,6 +757,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           " medians of interleaved rounds; GB/s counts both directions; peak RSS = parent's growth in one v2"
           " round trip")
     print(format_table(rows, transports))
+    if args.plot:
+        plot.plot_bench(rows, args.plot, transports)
     if args.json:
         doc = {"implementation": framing.IMPLEMENTATION, "child": args.child, "criterion": args.criterion,
                "transports": transports, "cpu_count": os.cpu_count(), "python": platform.python_version(),
