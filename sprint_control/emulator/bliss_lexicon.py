@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from .bliss import BlissError, Node, first, parse_xml
-from .lexicon import Automaton, _build
+from .lexicon import Automaton, ctc_topology, linear_alignment
 
 SPECIALS = ("silence", "unknown", "sentence-begin", "sentence-end")
 DEFAULT_STATES_PER_PHONE = 3
@@ -259,23 +259,14 @@ class BlissLexicon:
         """CTC over the phonemes (no silence) of each word's first pronunciation."""
         symbols = [self.phoneme_index[p] - 1 for lm in self.lemmas_of(orthography) if lm.pronunciations
                    for p in lm.pronunciations[0][0] if p not in self.silence_phonemes]
-        labels, optional = [self.blank_label], [True]
-        for s in symbols:
-            labels += [s, self.blank_label]
-            optional += [False, True]
-        if not symbols:
-            optional = [False]
-        return _build(labels, optional, skip_needs_distinct=True)
+        return ctc_topology(symbols, self.blank_label)
 
     def uniform_alignment(self, orthography: str, num_frames: int) -> Optional[np.ndarray]:
         """A linear segmentation of the first pronunciations' HMM states (no silence) over the frames,
         for generated features; None if they do not fit."""
         labels = [lab for lm in self.lemmas_of(orthography) if lm.pronunciations
                   for p in lm.pronunciations[0][0] for lab in self.hmm_labels(p) if lab != 0]
-        if not labels or len(labels) > num_frames:
-            return None
-        bounds = np.linspace(0, num_frames, len(labels) + 1).round().astype(int)
-        return np.repeat(np.array(labels, dtype=np.uint32), np.diff(bounds))
+        return linear_alignment(labels, num_frames)
 
     @classmethod
     def from_config(cls, cfg) -> BlissLexicon:
