@@ -7,7 +7,8 @@ and ``returnn.tf.sprint`` binds the same name at its import (``loss="sprint"`` t
 ``pool.lock``, ``get_batch_loss_and_error_signal`` or ``get_automata_for_batch``). ``install()`` puts
 ``ReturnnInstancePool`` (this package's pool) under that name in every module that holds RETURNN's
 class, whatever was imported first: it imports ``returnn.sprint.error_signals`` itself, so a module
-imported later (``from returnn.sprint.error_signals import SprintInstancePool``) binds ours.
+imported later (``from returnn.sprint.error_signals import SprintInstancePool``) binds ours, and an
+import hook keeps the swap when that module is executed again (``importlib.reload``, a fresh import).
 Old-style aliases (``returnn.TFSprint``, ``SprintErrorSignals``) are the same module objects.
 
 RETURNN's pool starts its children with ``--*.pymod-name=returnn.sprint.control`` and
@@ -21,6 +22,7 @@ start them (protocol v1). A module named inside a RASR config file (``--config=.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import re
 import sys
 import threading
@@ -170,6 +172,50 @@ def _swap_everywhere(old: type, new: type) -> int:
     return count
 
 
+class _Loader(importlib.abc.Loader):
+    """Runs RETURNN's pool module with its own loader, then puts the installed class in it: a module
+    executed again while installed (``importlib.reload``, or a fresh import after it was dropped from
+    ``sys.modules``) keeps the swap, and so do the modules that import the name from it."""
+
+    def __init__(self, loader: importlib.abc.Loader):
+        self.loader = loader
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename, ...: the real loader's
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        global _original
+        self.loader.exec_module(module)
+        with _lock:
+            fresh = vars(module).get(POOL_NAME)
+            if _original is not None and isinstance(fresh, type) and fresh is not ReturnnInstancePool:
+                _original = fresh  # RETURNN's class as it is now: what uninstall() puts back
+                vars(module)[POOL_NAME] = ReturnnInstancePool
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Hands RETURNN's pool module to ``_Loader``; every other import passes untouched."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != RETURNN_POOL_MODULE:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Loader(spec.loader)
+                return spec
+        return None
+
+
+_finder = _Finder()
+
+
 def install(rewrite_child: bool = True) -> type:
     """Makes RETURNN use ``sprint_control``'s pool (``ReturnnInstancePool``) wherever it looks its
     Sprint pool up, now and in modules imported later. ``rewrite_child`` (default True): the children
@@ -179,13 +225,19 @@ def install(rewrite_child: bool = True) -> type:
     global _original
     with _lock:
         ReturnnInstancePool.rewrite_child = bool(rewrite_child)
-        pool_module = importlib.import_module(RETURNN_POOL_MODULE)
+        try:
+            pool_module = importlib.import_module(RETURNN_POOL_MODULE)
+        except ImportError as exc:
+            raise ImportError(f'sprint_control.returnn.install() needs RETURNN: pip install "sprint_control[returnn]"'
+                              f" ({exc})") from exc
         if _original is None:
             original = getattr(pool_module, POOL_NAME)
             if original is ReturnnInstancePool:  # pragma: no cover - only if someone assigned it by hand
                 raise RuntimeError(f"{RETURNN_POOL_MODULE}.{POOL_NAME} is already sprint_control's pool")
             _original = original
         _swap_everywhere(_original, ReturnnInstancePool)
+        if _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
         return ReturnnInstancePool
 
 
@@ -197,6 +249,8 @@ def uninstall() -> None:
     with _lock:
         if _original is None:
             return
+        if _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
         _swap_everywhere(ReturnnInstancePool, _original)
         _original = None
         ReturnnInstancePool.rewrite_child = True

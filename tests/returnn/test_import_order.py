@@ -60,3 +60,37 @@ def test_install_whatever_was_imported_first(order):
     assert res["protocol"] == 2 and res["closed"]
     if not tensorflow_available():
         assert res["tf"].endswith("-stub")
+
+
+RELOAD_SCRIPT = """
+import importlib
+import inspect
+import json
+import sys
+
+import sprint_control.returnn as bridge
+
+bridge.install()
+import returnn.sprint.error_signals as es
+importlib.reload(es)                       # RETURNN's module executed again: defines its class anew
+reloaded = es.SprintInstancePool.__name__
+for name in ("returnn.sprint.error_signals", "returnn.tf.sprint"):
+    sys.modules.pop(name, None)            # dropped, then imported afresh (through RETURNN's TF module)
+import returnn.tf.sprint as tfs
+fresh = [tfs.SprintInstancePool.__name__, sys.modules["returnn.sprint.error_signals"].SprintInstancePool.__name__]
+source_ok = "class SprintInstancePool" in inspect.getsource(sys.modules["returnn.sprint.error_signals"])
+bridge.uninstall()
+after = [tfs.SprintInstancePool, sys.modules["returnn.sprint.error_signals"].SprintInstancePool]
+print(json.dumps({"reloaded": reloaded, "fresh": fresh, "source_ok": source_ok,
+                  "after": [c.__module__ + "." + c.__name__ for c in after], "same": after[0] is after[1],
+                  "hook_gone": not any(type(f).__name__ == "_Finder" for f in sys.meta_path)}))
+"""
+
+
+def test_install_survives_reload_and_fresh_import_of_returnns_pool_module():
+    res = run_script(RELOAD_SCRIPT, stub_tf=not tensorflow_available())
+    assert res["reloaded"] == "ReturnnInstancePool"
+    assert res["fresh"] == ["ReturnnInstancePool", "ReturnnInstancePool"]
+    assert res["source_ok"]  # the wrapped loader still serves the module's source
+    assert res["after"] == ["returnn.sprint.error_signals.SprintInstancePool"] * 2 and res["same"]
+    assert res["hook_gone"]
