@@ -178,9 +178,10 @@ def _segment(node: Node, full_name: str) -> dict:
     }
 
 
-def read_bliss_corpus(path: str) -> tuple[str, list[dict]]:
+def read_bliss_corpus(path: str, lexicon=None) -> tuple[str, list[dict]]:
     """``(corpus name, segments)`` of a Bliss corpus file, each segment a dict with ``name`` (RASR's
-    full name), ``num_frames``, ``orth``, ``speaker`` and ``line``, in file order."""
+    full name), ``num_frames``, ``orth``, ``speaker`` and ``line``, in file order. With a ``lexicon``,
+    an orthography it cannot spell is a BlissError at the segment's line."""
     root = parse_xml(path)
     if root.tag != "corpus":
         raise root.error(f"expected a Bliss corpus (root element <corpus>), got <{root.tag}>")
@@ -195,6 +196,11 @@ def read_bliss_corpus(path: str) -> tuple[str, list[dict]]:
             raise BlissError(f"{path}:{seg['line']}: duplicate segment name {seg['name']!r} (first at line "
                              f"{seen[seg['name']]})")
         seen[seg["name"]] = seg["line"]
+        if lexicon is not None:
+            try:
+                lexicon.uniform_alignment(seg["orth"], seg["num_frames"])
+            except ValueError as exc:
+                raise BlissError(f"{path}:{seg['line']}: segment {seg['name']!r}: {exc}") from None
     return name, segments
 
 

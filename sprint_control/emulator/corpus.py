@@ -212,7 +212,7 @@ def load_corpus(
     ``[`` or ``{``."""
     lexicon = lexicon or Lexicon()
     if is_bliss_file(path):  # RASR's Bliss XML corpus (bliss.py)
-        bliss_name, bliss_segments = read_bliss_corpus(path)
+        bliss_name, bliss_segments = read_bliss_corpus(path, lexicon)
         return _finish(name or bliss_name, bliss_segments, lexicon, feature_dim, seed, noise, path)
     with open(path, encoding="utf-8") as f:
         text = f.read()

@@ -20,6 +20,7 @@ from sprint_control.emulator.bliss_lexicon import BlissLexicon, TransitionCosts
 from sprint_control.emulator.callback import Callback
 from sprint_control.emulator.corpus import load_corpus
 from sprint_control.emulator.host import Host
+from sprint_control.emulator.lexicon import Lexicon
 
 LEXICON = """<?xml version="1.0" encoding="utf-8"?>
 <lexicon>
@@ -326,3 +327,17 @@ def test_emulator_children_serve_a_bliss_setup_from_one_rasr_config(files, tmp_p
     want = np.concatenate([lex.hmm_automaton(s.orthography).weights for s in segs])
     np.testing.assert_array_equal(weights, want)
     assert edges.shape[1] == want.size
+
+
+def test_a_corpus_word_the_lexicon_cannot_spell_names_corpus_line_and_lexicon(files, tmp_path):
+    path = tmp_path / "lex.xml"
+    path.write_text(LEXICON.replace('<lemma special="unknown"><orth>[UNKNOWN]</orth><phon>c</phon></lemma>', ""))
+    corpus = tmp_path / "c.xml"
+    corpus.write_text(CORPUS.replace("<orth>c</orth>", "<orth>c zzz</orth>"))
+    with pytest.raises(BlissError) as exc:
+        load_corpus(str(corpus), lexicon=BlissLexicon(str(path)))
+    msg = str(exc.value)
+    assert msg.startswith(f"{corpus}:5: segment 'train/rec1/2': {path}: no lemma for word 'zzz'") and "\n" not in msg
+    # the built-in lexicon's alphabet, likewise
+    with pytest.raises(BlissError, match=r"c\.xml:5: segment 'train/rec1/2': .*symbol 'z' is not in the lexicon"):
+        load_corpus(str(corpus), lexicon=Lexicon(alphabet="abc"))
