@@ -53,5 +53,6 @@ def test_returnn_trains_with_the_sprint_loss_through_the_installed_pool(tmp_path
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     # RETURNN writes the file as a Python expression and reads it back with eval, as here
     scores = eval(lr_file.read_text(), {"EpochData": dict, "nan": math.nan, "inf": math.inf})
-    train = [scores[e]["error"]["train_score"] for e in (1, 2)]
-    assert all(math.isfinite(s) and s > 0 for s in train), train
+    for epoch in (1, 2):  # "train_score" or per loss "train_score_output", by RETURNN version
+        train = {k: v for k, v in scores[epoch]["error"].items() if k.startswith("train_score")}
+        assert train and all(math.isfinite(v) and v > 0 for v in train.values()), scores[epoch]
