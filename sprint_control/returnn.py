@@ -61,7 +61,7 @@ def _returnn_root() -> str:
     return returnn.__root_dir__
 
 
-def _config_args(value: Any) -> Any:
+def _config_args(value: Any) -> list[str]:
     """``sprintConfigStr`` as RETURNN reads it: a ``config:<key>`` prefix names an entry of RETURNN's
     global config; strings are split like a shell, with ``$VAR`` and callables evaluated."""
     from returnn.util.basic import eval_shell_str
