@@ -104,7 +104,7 @@ OPTIONS: tuple[Option, ...] = (
         "version_number passed to init() and answered by callback('version_number'); 'none' acts like an "
         "old RASR that passes neither version_number nor callback to init().",
     ),
-    Option("corpus.file", "str", "", "Corpus file (text or JSON, see docs/emulator.md)."),
+    Option("corpus.file", "str", "", "Corpus file (text, JSON or Bliss XML, see docs/emulator.md)."),
     Option(
         "corpus.synthetic", "int", 0, "Generate a synthetic corpus of N segments (used when no corpus.file).", minimum=0
     ),
@@ -167,6 +167,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("lexicon.states-per-symbol", "int", lexicon.DEFAULT_STATES_PER_SYMBOL, "HMM states per symbol.", minimum=1),
     Option("lexicon.silence", "bool", True, "Optional silence before, between and after words (HMM topology)."),
+    # RASR's own keys for Bliss XML files (bliss.py, bliss_lexicon.py)
+    Option("lexicon.file", "str", "", "Bliss XML lexicon (RASR's model-combination.lexicon.file); replaces the "
+           "built-in lexicon: monophone HMMs from its pronunciations."),
+    Option("corpus.segments.file", "str", "", "Segment list: keep only the corpus segments named there."),
+    Option("hmm.states-per-phone", "int", 3, "With lexicon.file: HMM states per non-silence phoneme.", minimum=1),
+    Option("tdp.*.loop", "float", 0.0, "With lexicon.file: cost (-log prob.) of staying in a phoneme's state."),
+    Option("tdp.*.forward", "float", 0.0, "With lexicon.file: cost of leaving a phoneme's state."),
+    Option("tdp.silence.loop", "float", 0.0, "With lexicon.file: cost of staying in silence."),
+    Option("tdp.silence.forward", "float", 0.0, "With lexicon.file: cost of leaving silence."),
     Option("log-level", "choice", "info", "Log verbosity on stderr.", ("debug", "info", "warning", "error")),
     Option("quiet", "bool", False, "Only errors on stderr (same as log-level=error)."),
 )

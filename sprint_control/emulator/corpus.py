@@ -29,6 +29,7 @@ from typing import Optional
 
 import numpy as np
 
+from .bliss import is_bliss_file, read_bliss_corpus
 from .lexicon import Lexicon
 from .textfile import read_utf8
 
@@ -221,6 +222,9 @@ def load_corpus(
     """Reads a text or JSON corpus file (format in the module docstring); JSON if it starts with
     ``[`` or ``{``."""
     lexicon = lexicon or Lexicon()
+    if is_bliss_file(path):  # RASR's Bliss XML corpus (bliss.py)
+        bliss_name, bliss_segments = read_bliss_corpus(path, lexicon)
+        return _finish(name or bliss_name, bliss_segments, lexicon, feature_dim, seed, noise, path)
     text = read_utf8(path, "corpus file", "a text or JSON corpus in UTF-8")
     raw: list[dict] = []
     corpus_name = name

@@ -25,6 +25,8 @@ import numpy as np
 
 from . import criteria
 from .args import VERSION_NUMBER, Config
+from .bliss import select_segments
+from .bliss_lexicon import BlissLexicon
 from .callback import Callback, EmulatorFatalError, make_capsule
 from .corpus import Corpus, empty_corpus, load_corpus, synthetic_corpus
 from .lexicon import Lexicon, make_alphabet
@@ -50,6 +52,8 @@ def die(message: str) -> NoReturn:
 
 
 def lexicon_from_config(cfg: Config) -> Lexicon:
+    if cfg["lexicon.file"]:  # RASR's Bliss XML lexicon
+        return BlissLexicon.from_config(cfg)  # type: ignore[return-value]
     if cfg["lexicon.alphabet-size"] > 0:
         alphabet = make_alphabet(cfg["lexicon.alphabet-size"])
     else:
@@ -60,6 +64,13 @@ def lexicon_from_config(cfg: Config) -> Lexicon:
 
 
 def corpus_from_config(cfg: Config, lexicon: Lexicon) -> Corpus:
+    corpus = _corpus_from_config(cfg, lexicon)
+    if cfg["corpus.segments.file"]:  # RASR's segment whitelist
+        corpus = select_segments(corpus, cfg["corpus.segments.file"])
+    return corpus
+
+
+def _corpus_from_config(cfg: Config, lexicon: Lexicon) -> Corpus:
     name = cfg["corpus.name"] or None
     if cfg["corpus.file"]:
         return load_corpus(

@@ -113,6 +113,27 @@ def _build(labels: list[int], optional: list[bool], skip_needs_distinct: bool) -
     )
 
 
+def ctc_topology(symbols: list[int], blank: int) -> Automaton:
+    """The CTC automaton of a label sequence: ``blank l1 blank l2 ... blank``, every blank optional
+    except between two equal labels; a lone blank for an empty sequence."""
+    labels = [blank]
+    optional = [True]
+    for s in symbols:
+        labels += [s, blank]
+        optional += [False, True]
+    if not symbols:
+        optional = [False]
+    return _build(labels, optional, skip_needs_distinct=True)
+
+
+def linear_alignment(labels: list[int], num_frames: int) -> np.ndarray | None:
+    """``labels`` spread evenly over ``num_frames`` frames (uint32), or None if they do not fit."""
+    if not labels or len(labels) > num_frames:
+        return None
+    bounds = np.linspace(0, num_frames, len(labels) + 1).round().astype(int)
+    return np.repeat(np.array(labels, dtype=np.uint32), np.diff(bounds))
+
+
 @dataclass(frozen=True)
 class Lexicon:
     """The built-in lexicon: ``alphabet`` (single-character symbols), HMM states per symbol, optional
@@ -196,22 +217,10 @@ class Lexicon:
         return _build(labels, optional, skip_needs_distinct=False)
 
     def ctc_automaton(self, orthography: str) -> Automaton:
-        symbols = [s for w in self.words(orthography) for s in w]
-        labels = [self.blank_label]
-        optional = [True]
-        for s in symbols:
-            labels += [s, self.blank_label]
-            optional += [False, True]
-        if not symbols:
-            optional = [False]
-        return _build(labels, optional, skip_needs_distinct=True)
+        return ctc_topology([s for w in self.words(orthography) for s in w], self.blank_label)
 
     def uniform_alignment(self, orthography: str, num_frames: int) -> np.ndarray | None:
         """A linear segmentation of the HMM states (no silence) over ``num_frames``: used to give a
         corpus without alignments informative features. None if the states do not fit."""
         labels, optional = self.hmm_positions(orthography)
-        labels = [lab for lab, opt in zip(labels, optional) if not opt]
-        if not labels or len(labels) > num_frames:
-            return None
-        bounds = np.linspace(0, num_frames, len(labels) + 1).round().astype(int)
-        return np.repeat(np.array(labels, dtype=np.uint32), np.diff(bounds))
+        return linear_alignment([lab for lab, opt in zip(labels, optional) if not opt], num_frames)

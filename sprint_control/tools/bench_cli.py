@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..wire import framing
-from . import bench
+from . import bench, plot
 from ._cli import OneLineParser, fail, positive_int, writable_file_problem
 
 PROG = "sprint-control bench"
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: every transport the child speaks (v2 v1 bare shm shm-region; pipe: also v1c)")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probe (one fresh process per size)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    plot.add_plot_option(ap, "throughput against segment size")
     return ap
 
 
@@ -136,6 +137,8 @@ def run(argv: Sequence[str]) -> int:
           " medians of interleaved rounds; GB/s counts both directions; peak RSS = parent's growth in one v2"
           " round trip")
     print(format_table(rows, transports))
+    if args.plot:
+        plot.plot_bench(rows, args.plot, transports)
     if args.json:
         doc = {"implementation": framing.IMPLEMENTATION, "child": args.child, "criterion": args.criterion,
                "transports": transports, "cpu_count": os.cpu_count(), "python": platform.python_version(),

@@ -24,6 +24,7 @@ from typing import Optional, TextIO
 import numpy as np
 
 from ..parent import SprintPool
+from . import plot
 
 logger = logging.getLogger("sprint_control.tools.demo")
 
@@ -263,6 +264,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
                    help="move the matrices through shared memory instead of the pipes (protocol 2 only)")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for each answer of a child (default 120)")
+    plot.add_plot_option(p, "loss per frame and seg/s per epoch")
     return p
 
 
@@ -279,4 +281,6 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None) -> int
         num_labels=args.num_labels, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
         progress=not args.no_progress, out=out, timeout=args.timeout, shm=args.shm,
     )
+    if getattr(args, "plot", None):
+        plot.plot_demo(report, args.plot)
     return 0 if report.loss_fell or len(report.epochs) < 2 else 1

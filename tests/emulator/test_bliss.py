@@ -1,0 +1,343 @@
+"""The emulator on RASR's Bliss XML files: corpora (names, nesting, includes, gzip, segment lists),
+lexica (inventory, lemmas, special lemmas, monophone labels), the automata built from pronunciations
+(full-sum loss = brute force over the exported automaton's paths), RASR's config keys (also from a
+``--config`` file), and one-line errors that name the file and line."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sprint_control.emulator import criteria
+from sprint_control.emulator.args import parse_args
+from sprint_control.emulator.bliss import BlissError, read_bliss_corpus
+from sprint_control.emulator.bliss_lexicon import BlissLexicon, TransitionCosts
+from sprint_control.emulator.callback import Callback
+from sprint_control.emulator.corpus import load_corpus
+from sprint_control.emulator.host import Host
+from sprint_control.emulator.lexicon import Lexicon
+
+LEXICON = """<?xml version="1.0" encoding="utf-8"?>
+<lexicon>
+  <phoneme-inventory>
+    <phoneme><symbol>a</symbol><variation>context</variation></phoneme>
+    <phoneme><symbol>[SILENCE]</symbol><variation>none</variation></phoneme>
+    <phoneme><symbol>b</symbol></phoneme>
+    <phoneme><symbol>c</symbol></phoneme>
+  </phoneme-inventory>
+  <lemma special="silence"><orth>[SILENCE]</orth><phon>[SILENCE]</phon></lemma>
+  <lemma special="unknown"><orth>[UNKNOWN]</orth><phon>c</phon></lemma>
+  <lemma special="sentence-begin"><orth>[SENTENCE-BEGIN]</orth><synt><tok>&lt;s&gt;</tok></synt></lemma>
+  <lemma special="sentence-end"><orth>[SENTENCE-END]</orth></lemma>
+  <lemma><orth>ab</orth><orth>AB</orth><phon score="0.0">a b</phon><phon score="0.5">b</phon></lemma>
+  <lemma><orth>c</orth><phon>c</phon></lemma>
+  <lemma><orth>new york</orth><phon>a c</phon></lemma>
+  <lemma><orth>new</orth><phon>b</phon></lemma>
+</lexicon>
+"""
+
+CORPUS = """<?xml version="1.0" encoding="utf-8"?>
+<corpus name="train">
+  <recording name="rec1" audio="rec1.wav">
+    <segment name="s1" start="0.0" end="0.25"><orth> ab   c </orth></segment>
+    <segment start="1.0" end="1.1"><speaker name="spk7"/><orth>c</orth></segment>
+  </recording>
+  <subcorpus name="dev">
+    <recording name="rec2"><segment name="x" start="2" end="2.3"><orth>AB</orth></segment></recording>
+    <include file="part.xml"/>
+  </subcorpus>
+</corpus>
+"""
+
+PART = """<corpus name="ignored-part-name">
+  <recording name="rec3"><segment name="y" start="0" end="0.12"><orth>new york c</orth></segment></recording>
+</corpus>
+"""
+
+NAMES = ["train/rec1/s1", "train/rec1/2", "train/dev/rec2/x", "train/dev/rec3/y"]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict:
+    (tmp_path / "lexicon.xml").write_text(LEXICON)
+    (tmp_path / "corpus.xml").write_text(CORPUS)
+    (tmp_path / "part.xml").write_text(PART)
+    with gzip.open(tmp_path / "corpus.xml.gz", "wt") as f:
+        f.write(CORPUS)
+    return {k: str(tmp_path / k) for k in ("lexicon.xml", "corpus.xml", "part.xml", "corpus.xml.gz")}
+
+
+# ---------------------------------------------------------------------------------------------
+# corpora
+
+
+def test_corpus_names_frames_and_nesting_as_rasr_forms_them(files):
+    name, segs = read_bliss_corpus(files["corpus.xml"])
+    assert name == "train"
+    assert [s["name"] for s in segs] == NAMES
+    assert [s["num_frames"] for s in segs] == [25, 10, 30, 12]
+    assert [s["orth"] for s in segs] == ["ab c", "c", "AB", "new york c"]
+    assert [s["speaker"] for s in segs] == [None, "spk7", None, None]
+
+
+def test_gzipped_corpus_through_load_corpus(files):
+    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=2)
+    plain = load_corpus(files["corpus.xml"], lexicon=lex)
+    gz = load_corpus(files["corpus.xml.gz"], lexicon=lex)
+    assert gz.name == "train" and gz.names == NAMES == plain.names
+    for a, b in zip(plain, gz):
+        assert a.num_frames == b.num_frames and a.orthography == b.orthography
+        assert a.features.shape == (a.num_frames, plain.feature_dim)
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ('<corpus name="c">\n<recording name="r">\n<segment start="0" end="1"><orth>a</orth>\n</recording>\n</corpus>',
+     4, "malformed XML: mismatched tag"),
+    ('<corpus name="c">\n<recording name="r">\n\n<segment start="0"><orth>a</orth></segment>\n</recording></corpus>',
+     4, "<segment> needs a end attribute"),
+    ('<corpus>\n</corpus>', 1, "<corpus> needs a name attribute"),
+    ('<corpus name="c">\n <include file="nowhere.xml"/></corpus>', 2, "included file 'nowhere.xml' not found"),
+    ('<corpus name="c"><recording name="r">\n<segment name="1" start="0" end="1"/>\n'
+     '<segment name="1" start="1" end="2"/></recording></corpus>', 3, "duplicate segment name 'c/r/1'"),
+])
+def test_corpus_errors_name_file_and_line(tmp_path, text, line, what):
+    path = tmp_path / "bad.xml"
+    path.write_text(text)
+    with pytest.raises(BlissError) as exc:
+        read_bliss_corpus(str(path))
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}:{line}: ") and what in msg and "\n" not in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# lexica
+
+
+def test_lexicon_labels_follow_monophone_tying(files):
+    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=3)
+    # non-silence phonemes in inventory order: a (k=1), b (k=2), c (k=3); silence is 0
+    assert lex.hmm_labels("[SILENCE]") == [0]
+    assert lex.hmm_labels("a") == [1, 2, 3] and lex.hmm_labels("b") == [4, 5, 6] and lex.hmm_labels("c") == [7, 8, 9]
+    assert lex.num_hmm_labels == 10 == criteria.num_labels("fsa", lex)
+    assert lex.num_ctc_labels == 4 == criteria.num_labels("ctc", lex)
+
+
+def test_orthography_lookup_longest_match_and_unknown(files):
+    lex = BlissLexicon(files["lexicon.xml"])
+    orths = [lm.orths[0] for lm in lex.lemmas_of("AB new york new zzz c")]
+    assert orths == ["ab", "new york", "new", "[UNKNOWN]", "c"]
+    assert lex.special["sentence-begin"].pronunciations == []
+
+
+@pytest.mark.parametrize("lexicon,line,what", [
+    (LEXICON.replace("<phon>a c</phon>", "<phon>a x c</phon>"), 15, "unknown phoneme 'x' in pronunciation 'a x c'"),
+    (LEXICON.replace('<lemma><orth>c</orth>', '<lemma><orth>c</orth\n>'), 14, None),
+    (LEXICON.replace('special="sentence-end"', 'special="end"'), 12, "unknown special='end'"),
+    (LEXICON.replace('score="0.5"', 'score="high"'), 13, "<phon score='high'> is not a number"),
+])
+def test_lexicon_errors_name_file_and_line(tmp_path, lexicon, line, what):
+    path = tmp_path / "lex.xml"
+    path.write_text(lexicon)
+    if what is None:  # still well-formed: no error
+        BlissLexicon(str(path))
+        return
+    with pytest.raises(BlissError) as exc:
+        BlissLexicon(str(path))
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}:{line}: ") and what in msg and "\n" not in msg
+
+
+def test_missing_lemma_without_unknown_lemma_is_a_clear_error(tmp_path):
+    path = tmp_path / "lex.xml"
+    path.write_text(LEXICON.replace('<lemma special="unknown"><orth>[UNKNOWN]</orth><phon>c</phon></lemma>', ""))
+    lex = BlissLexicon(str(path))
+    with pytest.raises(ValueError, match=r"lex\.xml: no lemma for word 'zzz' \(orthography 'c zzz'\) and no "
+                                         r"special=\"unknown\" lemma"):
+        lex.hmm_automaton("c zzz")
+
+
+# ---------------------------------------------------------------------------------------------
+# automata: the full-sum loss equals brute force
+
+
+def _path_sum(fsa, lp: np.ndarray) -> float:
+    """log sum over every path of T edges from the initial to the final state of the *exported*
+    automaton: exp(sum_t lp[t, label_t] - weight_t)."""
+    num_states, num_edges, edges, weights = fsa.export()
+    frm, to, lab = edges.reshape(3, num_edges)
+    out = {}
+    for e in range(num_edges):
+        out.setdefault(int(frm[e]), []).append((int(to[e]), int(lab[e]), float(weights[e])))
+    T = lp.shape[0]
+    scores = []
+
+    def walk(state, t, score):
+        if t == T:
+            if state == num_states - 1:
+                scores.append(score)
+            return
+        for nxt, label, w in out.get(state, []):
+            walk(nxt, t + 1, score + float(lp[t, label]) - w)
+
+    walk(0, 0, 0.0)
+    return float(np.logaddexp.reduce(scores)) if scores else -math.inf
+
+
+def _spec_sum(lex: BlissLexicon, prons_per_word: list, lp: np.ndarray, costs: TransitionCosts) -> float:
+    """The same sum from the topology's description, not from the automaton: optional silence before,
+    between and after the words, one pronunciation per word (its score added), every HMM state held
+    for d >= 1 frames at (d - 1) loop costs, left at its forward cost unless it is the last."""
+    T = lp.shape[0]
+    scores = []
+    n_words = len(prons_per_word)
+    for sil in itertools.product((False, True), repeat=n_words + 1):
+        for choice in itertools.product(*prons_per_word):
+            units, extra = [], 0.0
+            for i in range(n_words + 1):
+                if sil[i]:
+                    units.append(0)
+                if i < n_words:
+                    phonemes, score = choice[i]
+                    extra += score
+                    units += [lab for p in phonemes for lab in lex.hmm_labels(p)]
+            for cuts in itertools.combinations(range(1, T), len(units) - 1):
+                durations = np.diff((0, *cuts, T))
+                seq = np.repeat(units, durations)
+                w = extra
+                for j, (u, d) in enumerate(zip(units, durations)):
+                    loop, fwd = (costs.silence_loop, costs.silence_forward) if u == 0 else (costs.loop, costs.forward)
+                    w += loop * (d - 1) + (fwd if j < len(units) - 1 else 0.0)
+                scores.append(float(lp[np.arange(T), seq].sum()) - w)
+    return float(np.logaddexp.reduce(scores)) if scores else -math.inf
+
+
+@pytest.mark.parametrize("states,costs", [
+    (1, TransitionCosts()),
+    (2, TransitionCosts(loop=0.7, forward=0.2, silence_loop=0.1, silence_forward=1.3)),
+])
+def test_full_sum_loss_equals_brute_force_over_the_exported_automaton(files, states, costs):
+    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=states, costs=costs)
+    rng = np.random.default_rng(states)
+    T = 7
+    a = rng.standard_normal((T, lex.num_hmm_labels))
+    lp = a - np.log(np.exp(a).sum(axis=1, keepdims=True))
+    fsa = criteria.automaton("fsa", "ab c", lex)
+    brute = _path_sum(fsa, lp)
+    ab = [(("a", "b"), 0.0), (("b",), 0.5)]
+    spec = _spec_sum(lex, [ab, [(("c",), 0.0)]], lp, costs)
+    assert brute > -math.inf
+    assert brute == pytest.approx(spec, abs=1e-6)
+    loss, err = criteria.compute_criterion("fsa", lp, orthography="ab c", lexicon=lex)
+    assert loss == pytest.approx(-brute, abs=1e-5)
+    # the error signal is posteriors - occupancies: every frame's occupancies sum to 1
+    np.testing.assert_allclose((np.exp(lp) - err).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_ctc_over_the_first_pronunciations(files):
+    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=2)
+    fsa = criteria.automaton("ctc", "AB new", lex)  # a b | b: labels a=0, b=1, c=2, blank=3
+    labels = set(map(int, fsa.edges_label))
+    assert labels == {0, 1, 3}
+    lp = np.log(np.full((5, 4), 0.25))
+    # paths of 5 frames over "a b b" with blanks: the brute force says there are some
+    assert _path_sum(fsa, lp) > -math.inf
+    assert criteria.compute_criterion("ctc", lp, orthography="AB new", lexicon=lex)[0] == pytest.approx(
+        -_path_sum(fsa, lp), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# RASR's config keys
+
+
+def test_rasr_config_file_selects_corpus_lexicon_segments_and_costs(files, tmp_path):
+    seglist = tmp_path / "segments.txt"
+    seglist.write_text("train/dev/rec3/y\n# a comment\ntrain/rec1/s1\nnot/in/corpus\n")
+    config = tmp_path / "rasr.config"
+    config.write_text(f"""
+[*]
+training-criterion = fsa
+[neural-network-trainer.corpus]
+file = {files['corpus.xml.gz']}
+segments.file = {seglist}
+[neural-network-trainer.model-combination.lexicon]
+file = {files['lexicon.xml']}
+[*.acoustic-model]
+hmm.states-per-phone = 2
+tdp.*.loop = 0.5
+tdp.*.forward = 0.25
+tdp.silence.forward = 2.0
+""")
+    cfg = parse_args([f"--config={config}", "--*.pymod-name=x"])
+    assert cfg.unknown_keys() == []
+    host = Host(cfg, on_fatal=_raise)
+    lex = host.lexicon
+    assert isinstance(lex, BlissLexicon) and lex.states_per_phone == 2
+    # tdp.*.loop covers silence, as in RASR, unless tdp.silence.loop is given
+    assert lex.costs == TransitionCosts(loop=0.5, forward=0.25, silence_loop=0.5, silence_forward=2.0)
+    assert host.corpus.names == ["train/rec1/s1", "train/dev/rec3/y"]  # corpus order, listed only
+    assert host.num_labels == lex.num_hmm_labels == 7
+    cb = Callback(host.corpus, criterion="fsa", lexicon=lex)
+    n, e, edges, weights = cb("export_allophone_state_fsa_by_segment_name", "train/dev/rec3/y")
+    ref = lex.hmm_automaton("new york c").export()
+    assert (n, e) == ref[:2]
+    np.testing.assert_array_equal(edges, ref[2])
+    np.testing.assert_array_equal(weights, ref[3])
+    assert set(np.unique(weights)) <= {0.0, 0.25, 0.5, 2.0, 2.25}
+
+
+def test_synthetic_corpus_needs_the_built_in_lexicon(files):
+    cfg = parse_args([f"--*.model-combination.lexicon.file={files['lexicon.xml']}", "--*.corpus.synthetic=3"])
+    with pytest.raises(ValueError, match="corpus.synthetic needs the built-in lexicon"):
+        Host(cfg, on_fatal=_raise)
+
+
+def _raise(message):
+    raise AssertionError(message)
+
+
+def test_emulator_children_serve_a_bliss_setup_from_one_rasr_config(files, tmp_path, no_leaks):
+    """One RASR config file for the emulator children: losses, error signals and automata over the
+    Bliss corpus and lexicon equal those computed here."""
+    from sprint_control import SprintPool
+
+    config = tmp_path / "train.config"
+    config.write_text(f"[*]\ncorpus.file = {files['corpus.xml']}\nmodel-combination.lexicon.file = "
+                      f"{files['lexicon.xml']}\ntraining-criterion = fsa\nhmm.states-per-phone = 2\n"
+                      "tdp.*.loop = 0.3\nlog-level = warning\n")
+    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=2, costs=TransitionCosts(0.3, 0.0, 0.3, 0.0))
+    corpus = load_corpus(files["corpus.xml"], lexicon=lex)
+    segs = [s for s in corpus if s.name != "train/dev/rec3/y"]  # 12 frames: room for its path
+    rng = np.random.default_rng(0)
+    T = max(s.num_frames for s in segs)
+    a = rng.standard_normal((T, len(segs), lex.num_hmm_labels)).astype(np.float32)
+    lp = a - np.log(np.exp(a).sum(axis=-1, keepdims=True))
+    lengths = [s.num_frames for s in segs]
+    with SprintPool(2, sprint_args=[f"--config={config}"], timeout=60) as pool:
+        res = pool.compute(lp, lengths, [s.name for s in segs])
+        edges, weights, _ = pool.automata([s.name for s in segs])
+    for b, s in enumerate(segs):
+        loss, err = criteria.compute_criterion("fsa", lp[: s.num_frames, b], orthography=s.orthography, lexicon=lex)
+        assert res.loss[b] == pytest.approx(loss, rel=1e-5)
+        np.testing.assert_allclose(res.error_signal[: s.num_frames, b], err, atol=1e-5)
+    want = np.concatenate([lex.hmm_automaton(s.orthography).weights for s in segs])
+    np.testing.assert_array_equal(weights, want)
+    assert edges.shape[1] == want.size
+
+
+def test_a_corpus_word_the_lexicon_cannot_spell_names_corpus_line_and_lexicon(files, tmp_path):
+    path = tmp_path / "lex.xml"
+    path.write_text(LEXICON.replace('<lemma special="unknown"><orth>[UNKNOWN]</orth><phon>c</phon></lemma>', ""))
+    corpus = tmp_path / "c.xml"
+    corpus.write_text(CORPUS.replace("<orth>c</orth>", "<orth>c zzz</orth>"))
+    with pytest.raises(BlissError) as exc:
+        load_corpus(str(corpus), lexicon=BlissLexicon(str(path)))
+    msg = str(exc.value)
+    assert msg.startswith(f"{corpus}:5: segment 'train/rec1/2': {path}: no lemma for word 'zzz'") and "\n" not in msg
+    # the built-in lexicon's alphabet, likewise
+    with pytest.raises(BlissError, match=r"c\.xml:5: segment 'train/rec1/2': .*symbol 'z' is not in the lexicon"):
+        load_corpus(str(corpus), lexicon=Lexicon(alphabet="abc"))
