@@ -171,8 +171,8 @@ ALLOWED_IMPORTS = {
 def layer_of(module: str) -> str:
     parts = module.split(".")[1:]
     head = parts[0] if parts else ""
-    if head in ("", "errors", "_env"):
-        return "base"
+    if head in ("", "errors") or (head.startswith("_") and head != "__main__"):
+        return "base"  # the root, the errors and private helpers such as _env
     if head in ("framing", "protocol", "shm"):
         return "compat"
     if head in ("control", "sprint"):

@@ -194,30 +194,20 @@ def _parse_value(opt: Option, raw: str) -> Any:
         if v.lower() in _FALSE:
             return False
         raise ArgumentError(f"option {opt.name}: expected a boolean (true/false), got {raw!r}")
-    if opt.kind == "int":
+    if opt.kind in ("int", "float"):
+        kind = "an integer" if opt.kind == "int" else "a number"
         try:
-            number = int(v)
+            number = int(v) if opt.kind == "int" else float(v)
         except ValueError:
-            raise ArgumentError(f"option {opt.name}: expected an integer, got {raw!r}") from None
-        return _at_least(opt, number, raw)
-    if opt.kind == "float":
-        try:
-            number = float(v)
-        except ValueError:
-            raise ArgumentError(f"option {opt.name}: expected a number, got {raw!r}") from None
-        return _at_least(opt, number, raw)
+            raise ArgumentError(f"option {opt.name}: expected {kind}, got {raw!r}") from None
+        if opt.minimum is not None and not number >= opt.minimum:
+            raise ArgumentError(f"option {opt.name}: expected {kind} >= {opt.minimum}, got {raw!r}")
+        return number
     if opt.kind == "choice":
         if v not in opt.choices:
             raise ArgumentError(f"option {opt.name}: expected one of {', '.join(opt.choices)}, got {raw!r}")
         return v
     return raw
-
-
-def _at_least(opt: Option, value, raw: str):
-    if opt.minimum is not None and not value >= opt.minimum:
-        kind = "an integer" if opt.kind == "int" else "a number"
-        raise ArgumentError(f"option {opt.name}: expected {kind} >= {opt.minimum}, got {raw!r}")
-    return value
 
 
 def _matches(key: str, name: str) -> bool:

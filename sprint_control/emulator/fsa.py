@@ -11,10 +11,9 @@ from .._env import pure_python_forced
 __all__ = ["IMPLEMENTATION", "forward_backward"]
 API = tuple(__all__)
 
-if pure_python_forced():
-    from ._fsa_py import IMPLEMENTATION, forward_backward
-else:
-    try:
-        from ._fsa import IMPLEMENTATION, forward_backward  # type: ignore[no-redef]
-    except ImportError:  # not built
-        from ._fsa_py import IMPLEMENTATION, forward_backward  # type: ignore[no-redef]
+try:
+    if pure_python_forced():  # the twin even where the kernel is built
+        raise ImportError("SPRINT_CONTROL_PURE_PYTHON is set")
+    from ._fsa import IMPLEMENTATION, forward_backward
+except ImportError:  # not built, or the twin is forced
+    from ._fsa_py import IMPLEMENTATION, forward_backward  # type: ignore[no-redef]

@@ -215,15 +215,24 @@ def _child_main(argv: Sequence[str]) -> int:
 
 
 class _Peer:
-    """What both kinds of bench child share: the shared region of the shm transports (released
-    with the peer) and use as a context manager."""
+    """What both kinds of bench child share: the round trip over their ``send`` and ``receive``, the
+    shared region of the shm transports (released with the peer) and use as a context manager."""
 
+    transport: str
     region: Optional[SharedRegion] = None
 
     def _release_region(self) -> None:
         self._staged = _Staged(None)
         if self.region is not None:
             self.region.close()
+
+    def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
+        """One segment: send the posteriors, have the error signal back."""
+        if self.transport == "shm-region":
+            posteriors, staged_out = self._staged.get(posteriors)
+            out = staged_out if out is None else out
+        self.send(posteriors, out=out)
+        return self.receive(posteriors.shape, out=out)
 
     def __enter__(self):
         return self
@@ -315,14 +324,6 @@ class PipePeer(_Peer):
             return float(shape[0]), out
         return self.link.recv_loss_result(shape, out=out)
 
-    def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
-        """One segment: send the posteriors, have the error signal back."""
-        if self.transport == "shm-region":
-            posteriors, staged_out = self._staged.get(posteriors)
-            out = staged_out if out is None else out
-        self.send(posteriors, out=out)
-        return self.receive(posteriors.shape, out=out)
-
     def close(self) -> None:
         """Ends the child (exit message, then EOF) and reaps it; idempotent."""
         if self.link is not None and self.proc.poll() is None:
@@ -383,13 +384,6 @@ class EmulatorPeer(_Peer):
     def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
         _, loss, err = self.inst.get_loss_and_error_signal__read(out=out)
         return loss, err
-
-    def roundtrip(self, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
-        if self.transport == "shm-region":
-            posteriors, staged_out = self._staged.get(posteriors)
-            out = staged_out if out is None else out
-        self.send(posteriors, out=out)
-        return self.receive(posteriors.shape, out=out)
 
     def close(self) -> None:
         self.inst.close()

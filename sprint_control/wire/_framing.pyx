@@ -218,6 +218,14 @@ cdef double _deadline(timeout) except? -2.0:
     return sc_monotonic() + <double>timeout
 
 
+cdef inline void _start(sc_iov_cursor *cur, iovec *iov, int count) noexcept nogil:
+    """Points the cursor at the first of ``count`` iovecs, nothing moved yet."""
+    cur.iov = iov
+    cur.count = count
+    cur.index = 0
+    cur.done = 0
+
+
 cdef int _transfer(int fd, sc_iov_cursor *cur, double deadline, bint writing, int payload_index=-1) except -1:
     """Runs the cursor to the end without the GIL; 0 when done, 1 on EOF (reads).
 
@@ -352,10 +360,7 @@ def write_frame(int fd, int msg_type, name="", array=None, double value=0.0, uin
         n_iov = 3
         if arr is not None:
             n_iov += _array_iovs(arr, rows, iov + 3)
-        cur.iov = iov
-        cur.count = n_iov
-        cur.index = 0
-        cur.done = 0
+        _start(&cur, iov, n_iov)
         _transfer(fd, &cur, deadline, True, 3)
         return <Py_ssize_t>cur.done
     finally:
@@ -449,10 +454,7 @@ cdef int _read_head(int fd, sc_frame_header *h, uint64_t max_payload, uint32_t m
     cdef sc_iov_cursor cur
     v.iov_base = h
     v.iov_len = SC_HEADER_SIZE
-    cur.iov = &v
-    cur.count = 1
-    cur.index = 0
-    cur.done = 0
+    _start(&cur, &v, 1)
     if _transfer(fd, &cur, deadline, False) == 1:
         if cur.done == 0:
             raise EOFError("pipe closed by the peer (no further frame)")
@@ -539,10 +541,7 @@ cdef cnp.ndarray _read_body(int fd, sc_frame_header *h, char *name_buf, object o
         n_iov = 2
         if dest is not None:
             n_iov += _array_iovs(dest, rows, iov + 2)
-        cur.iov = iov
-        cur.count = n_iov
-        cur.index = 0
-        cur.done = 0
+        _start(&cur, iov, n_iov)
         if _transfer(fd, &cur, deadline, False) == 1:
             head_len = h.name_len + pad
             if cur.done < head_len:
@@ -595,10 +594,7 @@ def read_header(int fd, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD, uint32_t max
     v[0].iov_len = h.name_len
     v[1].iov_base = SCRATCH_PAD
     v[1].iov_len = sc_name_padding(h.name_len)
-    cur.iov = v
-    cur.count = 2
-    cur.index = 0
-    cur.done = 0
+    _start(&cur, v, 2)
     if _transfer(fd, &cur, deadline, False) == 1:
         raise TruncatedFrameError("segment name", h.name_len, min(cur.done, h.name_len))
     return _make_header(&h, w.decode_name(name_b))

@@ -42,6 +42,19 @@ def _wait(fd: int, events: int, deadline: Optional[float]) -> None:
     raise SprintTimeoutError("timed out waiting on the pipe")
 
 
+def _advance(bufs: list, i: int, n: int) -> int:
+    """After ``n`` bytes moved from ``bufs[i:]``: trims the partly moved buffer in place and returns the
+    index of the first one not finished."""
+    while n > 0:
+        if n >= len(bufs[i]):
+            n -= len(bufs[i])
+            i += 1
+        else:
+            bufs[i] = bufs[i][n:]
+            n = 0
+    return i
+
+
 def _sendable(array) -> tuple[np.ndarray, int, list]:
     """(array as sent, wire dtype code, list of buffers covering its bytes in C order)."""
     arr = np.asarray(array)
@@ -144,13 +157,7 @@ def write_frame(
         _wait(fd, select.POLLOUT, deadline)
         n = os.writev(fd, bufs[i : i + _IOV_MAX])
         done += n
-        while n > 0:
-            if n >= len(bufs[i]):
-                n -= len(bufs[i])
-                i += 1
-            else:
-                bufs[i] = bufs[i][n:]
-                n = 0
+        i = _advance(bufs, i, n)
     return total
 
 
@@ -166,13 +173,7 @@ def _read_exact_into(fd: int, bufs: list, what: str, deadline: Optional[float]) 
         if n == 0:
             raise TruncatedFrameError(what, expected, got)
         got += n
-        while n > 0:
-            if n >= len(bufs[i]):
-                n -= len(bufs[i])
-                i += 1
-            else:
-                bufs[i] = bufs[i][n:]
-                n = 0
+        i = _advance(bufs, i, n)
 
 
 def _read_header_fields(fd, max_payload, max_name, deadline):

@@ -21,8 +21,10 @@ __all__ = [
 ]
 API = tuple(__all__)
 
-if pure_python_forced():
-    from ._framing_py import (
+try:
+    if pure_python_forced():  # the twin even where the core is built
+        raise ImportError("SPRINT_CONTROL_PURE_PYTHON is set")
+    from ._framing import (
         IMPLEMENTATION,
         decode_frame,
         encode_frame,
@@ -33,28 +35,15 @@ if pure_python_forced():
         stats,
         write_frame,
     )
-else:
-    try:
-        from ._framing import (  # type: ignore[no-redef]
-            IMPLEMENTATION,
-            decode_frame,
-            encode_frame,
-            grow_pipe,
-            read_frame,
-            read_header,
-            read_payload,
-            stats,
-            write_frame,
-        )
-    except ImportError:  # not built (a pure install, or a source tree without build_ext)
-        from ._framing_py import (  # type: ignore[no-redef]
-            IMPLEMENTATION,
-            decode_frame,
-            encode_frame,
-            grow_pipe,
-            read_frame,
-            read_header,
-            read_payload,
-            stats,
-            write_frame,
-        )
+except ImportError:  # not built (a pure install, a source tree without build_ext), or the twin is forced
+    from ._framing_py import (  # type: ignore[no-redef]
+        IMPLEMENTATION,
+        decode_frame,
+        encode_frame,
+        grow_pipe,
+        read_frame,
+        read_header,
+        read_payload,
+        stats,
+        write_frame,
+    )
