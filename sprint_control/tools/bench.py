@@ -3,7 +3,7 @@
 For each size (time, label) of float32 posteriors this measures, interleaved so that all figures
 share the same machine state:
 
-- ``v2``:   the binary frames of protocol v2 (``Link.send_loss_request`` / ``recv_loss_result``);
+- ``v2``:   the binary frames of protocol v2 (``ParentLink.send_loss_request`` / ``recv_loss_result``);
 - ``v1``:   protocol v1 as it is used today: RETURNN's writer (pure-Python pickler, arrays as
             ``make_numpy_ndarray_fromstring``) in both directions, read by our safe v1 reader;
 - ``v1c``:  protocol v1 with our own writer (the C pickler), for comparison;
@@ -42,7 +42,7 @@ import numpy as np
 
 from ..wire import constants as w
 from ..wire import framing
-from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, Link, encode_v1
+from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, ChildLink, CommandServer, ParentLink
 from ..wire.shm import SharedRegion
 
 log = logging.getLogger("sprint_control.tools.bench")
@@ -110,7 +110,7 @@ def make_posteriors(time_: int, labels: int, seed: int = 0) -> np.ndarray:
 
 
 def _write_all(fd: int, buffers: Sequence) -> None:
-    """writev until every byte is out; waits for room on a non-blocking fd (``Link`` makes the
+    """writev until every byte is out; waits for room on a non-blocking fd (``ParentLink`` makes the
     parent's write end non-blocking when it has a timeout)."""
     views = [memoryview(b).cast("B") for b in buffers]
     views = [v for v in views if len(v)]
@@ -152,34 +152,19 @@ def _read_all(fd: int, buffers: Sequence) -> bool:
 
 
 def _child_link(read_fd: int, write_fd: int, v1_writer: str) -> int:
-    """The child for v1/v2: speaks the protocol through ``Link``'s child calls."""
-    link = Link(read_fd, write_fd)
+    """The child for v1/v2: the wire's command server with one handler."""
+    link = ChildLink(read_fd, write_fd, returnn_style=v1_writer == "returnn")
+
+    def loss(reply, seg_name, _seg_len, posteriors):
+        reply.loss(derive_error_signal(posteriors), posteriors)
+        if link.shm is not None:  # over shared memory these are the parent's: leave them as they came
+            derive_error_signal(posteriors)
+
     try:
-        while True:
-            try:
-                cmd = link.recv_command()
-            except EOFError:
-                return 0
-            op = cmd[0]
-            if op == "init":
-                link.reply_init("sprint_control.tools.bench", {"protocols": [PROTOCOL_V1, PROTOCOL_V2]})
-            elif op == "use_protocol":
-                link.accept_protocol(cmd[1], cmd[2] if len(cmd) > 2 else None)
-            elif op == "get_loss_and_error_signal":
-                seg_name, _seg_len, posteriors = cmd[1], cmd[2], cmd[3]
-                loss = derive_error_signal(posteriors)
-                if link.protocol == PROTOCOL_V1 and v1_writer == "returnn":
-                    _write_all(write_fd, [encode_v1(("ok", loss, posteriors), returnn_style=True)])
-                else:
-                    link.reply_loss(seg_name, loss, posteriors)
-                if link.shm is not None:  # over shared memory these are the parent's: leave them as they came
-                    derive_error_signal(posteriors)
-            elif op == "exit":
-                return 0
-            else:
-                link.reply_exception("KeyError", f"unknown command {op!r}")
+        CommandServer(link, {"get_loss_and_error_signal": loss}, name="sprint_control.tools.bench").serve()
     finally:
         link.close()
+    return 0
 
 
 def _child_bare(read_fd: int, write_fd: int) -> int:
@@ -261,7 +246,7 @@ class PipePeer(_Peer):
             os.close(c2p_w)
         self._staged = _Staged(self.region)
         self.read_fd, self.write_fd = c2p_r, p2c_w
-        self.link: Optional[Link] = None
+        self.link: Optional[ParentLink] = None
         self._bare_head = bytearray(w.HEADER_SIZE)
         self._bare_skip = bytearray(0)
         try:
@@ -269,7 +254,8 @@ class PipePeer(_Peer):
                 framing.grow_pipe(self.read_fd)
                 framing.grow_pipe(self.write_fd)
             else:
-                self.link = Link(self.read_fd, self.write_fd, timeout=timeout)
+                self.link = ParentLink(self.read_fd, self.write_fd, timeout=timeout,
+                                       returnn_style=transport == "v1")
                 wanted = PROTOCOL_V1 if transport in ("v1", "v1c") else PROTOCOL_V2
                 got = self.link.handshake("sprint_control.tools.bench", protocol=wanted, shared=self.region)
                 if got != wanted:
@@ -294,11 +280,7 @@ class PipePeer(_Peer):
             else:
                 bufs.extend(posteriors)  # rows of a strided slice, as v2 does
             _write_all(self.write_fd, bufs)
-        elif self.transport == "v1":
-            arr = np.ascontiguousarray(posteriors, dtype=np.float32)
-            msg = ("get_loss_and_error_signal", seg_name, int(arr.shape[0]), arr)
-            _write_all(self.write_fd, [encode_v1(msg, returnn_style=True)])
-        else:
+        else:  # "v1" writes as RETURNN does: the link was made with returnn_style
             self.link.send_loss_request(seg_name, posteriors, out=out)
 
     def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
