@@ -146,7 +146,8 @@ class ParentLink(LinkBase):
         if protocol >= PROTOCOL_V2 and PROTOCOL_V2 in caps.get("protocols", ()):
             opts = dict(options or {})
             if shared is not None and caps.get("shm"):
-                opts["shm"] = {"fd": shared.fd, "size": shared.size, "generation": shared.generation}
+                size, generation = shared.snapshot()
+                opts["shm"] = {"fd": shared.fd, "size": size, "generation": generation}
             self._begin("use_protocol", seq=0)
             self.send_v1(("use_protocol", PROTOCOL_V2, opts))
             answer = self.recv_v1()
@@ -266,11 +267,15 @@ class ParentLink(LinkBase):
         except MemoryError as exc:  # the region reached its cap: this segment takes the pipe
             logger.warning("shared region full (%s); sending %r through the pipe", exc, seg_name)
             return False
-        if region.generation != self._peer_generation:
-            self.call("shm_remap", region.size, region.generation)
-            self._peer_generation = region.generation
+        # One consistent (size, generation), read after every block above was placed: other links
+        # of the pool may grow the region at any moment, and the child must map at least as far as
+        # the blocks reach before it reads the descriptor.
+        size, generation = region.snapshot()
+        if generation != self._peer_generation:
+            self.call("shm_remap", size, generation)
+            self._peer_generation = generation
         seq = self._next_seq()
-        desc = shm.Descriptor(region.generation, where_in[0], where_in[1], where_out[0], where_out[1], rows, cols, seq)
+        desc = shm.Descriptor(generation, where_in[0], where_in[1], where_out[0], where_out[1], rows, cols, seq)
         shared = SharedExchange(desc, target, out is not None and target is out)
         self._begin(_LOSS, seg_name, (rows, cols), shared, seq=seq)
         self._write_request(w.MSG_LOSS_REQUEST, seg_name, desc.to_array(), seq, flags=w.FLAG_SHM)
