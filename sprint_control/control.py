@@ -32,6 +32,9 @@ Config keys (``key:value`` pairs joined by ``,``; the last occurrence of a key w
     RASR was told that its input is in log space (``--*.input-in-log-space=true``), so log
     posteriors are handed to it as they are and the ``"error-signal"`` is asked for; otherwise the
     module exponentiates them and asks for ``"error-signal-before-softmax"``.
+``max_payload``
+    the largest matrix (bytes) a message may carry; the parent passes the same number and refuses
+    larger segments itself (default ``wire.constants.DEFAULT_MAX_PAYLOAD``).
 ``EnableAutoNumpySharedMemPickling``
     RETURNN's old shared-memory switch; accepted and ignored.
 
@@ -60,7 +63,7 @@ from .sprint.log import log_state as _log_state
 from .sprint.log import print
 from .sprint.loop import ControlLoop
 from .sprint.segments import SegmentHandoff
-from .wire.protocol import INIT_VERSION, ChildLink, CommandServer
+from .wire.protocol import INIT_VERSION, MAX_PAYLOAD_OPTION, ChildLink, CommandServer
 
 __all__ = [
     "print",
@@ -361,6 +364,12 @@ class PythonControl:
             self.posteriors_in_log_space = to_bool(cfg["posteriorsInLogSpace"], "posteriorsInLogSpace")
         if "sprintInputInLogSpace" in cfg:
             self.sprint_knows_log_space = to_bool(cfg["sprintInputInLogSpace"], "sprintInputInLogSpace")
+        if MAX_PAYLOAD_OPTION in cfg:
+            limit = to_int(cfg[MAX_PAYLOAD_OPTION], MAX_PAYLOAD_OPTION)
+            if limit <= 0:
+                raise SprintControlError(f"config key {MAX_PAYLOAD_OPTION!r} must be a positive number of bytes,"
+                                         f" got {limit}")
+            self.link.max_payload = limit
         if "EnableAutoNumpySharedMemPickling" in cfg:
             _log("EnableAutoNumpySharedMemPickling is accepted and ignored (protocol v2 replaces it)", verbose=True)
 

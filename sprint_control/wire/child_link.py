@@ -1,7 +1,8 @@
 """The child's end of a link: reading commands and writing the answers.
 
 Every answer on v2 carries the sequence number of the request it answers (the parent checks it),
-and a loss answer the request's segment name.
+and a loss answer the request's segment name. A v1 message longer than the limit is read and
+dropped, then refused: the next length prefix is again a real one (``in_step``).
 ``CommandServer`` (``server``) runs the loop over this link.
 """
 
@@ -14,7 +15,8 @@ import numpy as np
 from ..errors import ProtocolError
 from . import constants as w
 from . import framing, shm
-from .link import PROTOCOL_V1, PROTOCOL_V2, SUPPORTED_PROTOCOLS, LinkBase, read_exact
+from .limits import v1_message_limit
+from .link import PROTOCOL_V1, PROTOCOL_V2, SUPPORTED_PROTOCOLS, LinkBase, discard_exact, read_exact
 from .v1 import INIT_VERSION, error_text, unpickle_v1
 
 __all__ = ["ChildLink"]
@@ -83,8 +85,13 @@ class ChildLink(LinkBase):
         except ProtocolError:
             self.in_step = False  # a length below 1: where the next message starts is unknown
             raise
-        if size > self.max_payload + (1 << 20):
-            raise ProtocolError(f"v1 message of {size} bytes exceeds the limit of {self.max_payload} bytes")
+        if size > v1_message_limit(self.max_payload):
+            # drop the whole message, so that the next length prefix is read as one
+            discard_exact(self.read_fd, size, "v1 message")
+            raise ProtocolError(
+                f"v1 message of {size} bytes exceeds the limit of {self.max_payload} bytes"
+                " (raise max_payload if such segments are real); the message was dropped"
+            )
         return unpickle_v1(read_exact(self.read_fd, size, "v1 message"))
 
     def _shared_request(self, header, arr) -> tuple:

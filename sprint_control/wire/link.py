@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
 from . import constants as w
 from . import framing, shm
+from .limits import v1_message_limit
 from .v1 import LENGTH, encode_v1, unpickle_v1
 
 __all__ = ["PROTOCOL_V1", "PROTOCOL_V2", "SUPPORTED_PROTOCOLS", "LinkBase"]
@@ -26,6 +27,8 @@ __all__ = ["PROTOCOL_V1", "PROTOCOL_V2", "SUPPORTED_PROTOCOLS", "LinkBase"]
 PROTOCOL_V1 = 1
 PROTOCOL_V2 = w.VERSION
 SUPPORTED_PROTOCOLS = (PROTOCOL_V1, PROTOCOL_V2)
+#: How much of an oversized v1 message is read (and dropped) at a time.
+_DRAIN_CHUNK = 1 << 20
 
 
 def read_exact(fd: int, n: int, what: str) -> bytearray:
@@ -40,6 +43,18 @@ def read_exact(fd: int, n: int, what: str) -> bytearray:
             raise TruncatedFrameError(what, n, got)
         got += r
     return buf
+
+
+def discard_exact(fd: int, n: int, what: str) -> None:
+    """Reads ``n`` bytes and drops them, a chunk at a time (never ``n`` bytes of memory)."""
+    buf = bytearray(min(n, _DRAIN_CHUNK))
+    mv = memoryview(buf)
+    got = 0
+    while got < n:
+        r = os.readv(fd, [mv[: min(len(buf), n - got)]])
+        if r == 0:
+            raise TruncatedFrameError(what, n, got)
+        got += r
 
 
 def write_all(fd: int, data, timeout: Optional[float] = None) -> None:
@@ -124,9 +139,10 @@ class LinkBase:
         write_all(self.write_fd, encode_v1(message, returnn_style=self.returnn_style), self._timeout)
 
     def recv_v1(self) -> tuple:
-        """The next v1 message. One whose length exceeds the limit is refused before its body is read."""
+        """The next v1 message. One whose length exceeds the limit is refused before its body is
+        read (the stream is then out of step: see ``ChildLink`` for the end that drains it)."""
         size = self._recv_v1_length()
-        if size > self.max_payload + (1 << 20):
+        if size > v1_message_limit(self.max_payload):
             raise ProtocolError(f"v1 message of {size} bytes exceeds the limit of {self.max_payload} bytes")
         return unpickle_v1(read_exact(self.read_fd, size, "v1 message"))
 

@@ -17,6 +17,7 @@ The two ends: ``ParentLink`` (``parent_link``) asks and matches every answer to 
 from __future__ import annotations
 
 from .child_link import LOSS_COMMAND, ChildLink
+from .limits import DEFAULT_MAX_NAME, DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_OPTION, check_name, check_payload
 from .link import PROTOCOL_V1, PROTOCOL_V2, SUPPORTED_PROTOCOLS
 from .parent_link import UNMATCHED, ParentLink, PendingRequest
 from .server import CommandServer, Reply
@@ -29,6 +30,11 @@ __all__ = [
     "SUPPORTED_PROTOCOLS",
     "INIT_VERSION",
     "V1_MAX_MESSAGE",
+    "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_MAX_NAME",
+    "MAX_PAYLOAD_OPTION",
+    "check_payload",
+    "check_name",
     "SafeUnpickler",
     "encode_v1",
     "decode_v1",
