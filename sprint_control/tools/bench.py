@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import platform
-import select
 import statistics
 import subprocess
 import sys
@@ -42,8 +41,9 @@ import numpy as np
 
 from ..wire import constants as w
 from ..wire import framing
-from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, ChildLink, CommandServer, ParentLink
+from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, ParentLink
 from ..wire.shm import SharedRegion
+from .bench_child import CHILD_TIMEOUT, child_main, derive_error_signal, read_all, write_all
 
 log = logging.getLogger("sprint_control.tools.bench")
 
@@ -67,7 +67,6 @@ TRANSPORTS: tuple[str, ...] = ("v2", "v1", "v1c", "bare", "shm", "shm-region")
 #: The transports that move the matrices through a shared region.
 SHM_TRANSPORTS: tuple[str, ...] = ("shm", "shm-region")
 
-_CHILD_TIMEOUT = 120.0
 _SEG = "bench/seg-0001"
 #: the one segment of the emulator's synthetic corpus (the bench criterion needs only the posteriors)
 EMULATOR_SEGMENT = "synthetic/rec0000/seg"
@@ -75,16 +74,6 @@ EMULATOR_SEGMENT = "synthetic/rec0000/seg"
 
 # ---------------------------------------------------------------------------------------------
 # What the child computes
-
-
-def derive_error_signal(posteriors: np.ndarray) -> float:
-    """The child's "criterion": negates the first frame in place and returns the loss (number of frames).
-
-    Cheap on purpose, so that a round trip measures the transport and not arithmetic.
-    """
-    if posteriors.shape[0]:
-        np.negative(posteriors[:1], out=posteriors[:1])
-    return float(posteriors.shape[0])
 
 
 def expected_error_signal(posteriors: np.ndarray) -> np.ndarray:
@@ -103,98 +92,6 @@ def make_posteriors(time_: int, labels: int, seed: int = 0) -> np.ndarray:
     if time_ > 4:
         arr[4:] = np.arange(labels, dtype=np.float32)[None, :] * np.float32(1e-3)
     return arr
-
-
-# ---------------------------------------------------------------------------------------------
-# The pipe child (``python -m sprint_control.tools.bench --pipe-child MODE READ_FD WRITE_FD``)
-
-
-def _write_all(fd: int, buffers: Sequence) -> None:
-    """writev until every byte is out; waits for room on a non-blocking fd (``ParentLink`` makes the
-    parent's write end non-blocking when it has a timeout)."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    views = [v for v in views if len(v)]
-    poller = None
-    while views:
-        try:
-            n = os.writev(fd, views[:1024])
-        except BlockingIOError:
-            if poller is None:
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-            poller.poll(_CHILD_TIMEOUT * 1000)
-            continue
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
-
-
-def _read_all(fd: int, buffers: Sequence) -> bool:
-    """Fills every buffer; False on EOF before the first byte, EOFError on EOF inside."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    views = [v for v in views if len(v)]
-    first = True
-    while views:
-        n = os.readv(fd, views)
-        if n == 0:
-            if first:
-                return False
-            raise EOFError("pipe closed inside a message")
-        first = False
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
-    return True
-
-
-def _child_link(read_fd: int, write_fd: int, v1_writer: str) -> int:
-    """The child for v1/v2: the wire's command server with one handler."""
-    link = ChildLink(read_fd, write_fd, returnn_style=v1_writer == "returnn")
-
-    def loss(reply, seg_name, _seg_len, posteriors):
-        reply.loss(derive_error_signal(posteriors), posteriors)
-        if link.shm is not None:  # over shared memory these are the parent's: leave them as they came
-            derive_error_signal(posteriors)
-
-    try:
-        CommandServer(link, {"get_loss_and_error_signal": loss}, name="sprint_control.tools.bench").serve()
-    finally:
-        link.close()
-    return 0
-
-
-def _child_bare(read_fd: int, write_fd: int) -> int:
-    """The child for the baseline: bare readv/writev of [v2 header, name + padding, payload],
-    into one buffer allocated once and grown when needed."""
-    framing.grow_pipe(read_fd)
-    framing.grow_pipe(write_fd)
-    head = bytearray(w.HEADER_SIZE)
-    body = np.empty(0, dtype=np.uint8)
-    while True:
-        if not _read_all(read_fd, [head]):
-            return 0
-        fields = w.HEADER_STRUCT.unpack(head)
-        name_len, payload_len, shape = fields[6], fields[7], fields[10:13]
-        skip = name_len + w.name_padding(name_len)
-        if body.nbytes < skip + payload_len:
-            body = np.empty(skip + payload_len + 64, dtype=np.uint8)
-        view = body[: skip + payload_len]
-        _read_all(read_fd, [view])
-        if payload_len:
-            derive_error_signal(body[skip : skip + payload_len].view(np.float32).reshape(shape[0], shape[1]))
-        _write_all(write_fd, [head, view])
-
-
-def _child_main(argv: Sequence[str]) -> int:
-    mode, read_fd, write_fd = argv[0], int(argv[1]), int(argv[2])
-    v1_writer = argv[3] if len(argv) > 3 else "returnn"
-    if mode == "bare":
-        return _child_bare(read_fd, write_fd)
-    return _child_link(read_fd, write_fd, v1_writer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +123,7 @@ class PipePeer(_Peer):
     ``env``: extra environment variables for the child.
     """
 
-    def __init__(self, transport: str = "v2", timeout: float = _CHILD_TIMEOUT, env: Optional[dict] = None):
+    def __init__(self, transport: str = "v2", timeout: float = CHILD_TIMEOUT, env: Optional[dict] = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}: expected one of {TRANSPORTS}")
         self.transport = transport
@@ -279,7 +176,7 @@ class PipePeer(_Peer):
                 bufs.append(posteriors)
             else:
                 bufs.extend(posteriors)  # rows of a strided slice, as v2 does
-            _write_all(self.write_fd, bufs)
+            write_all(self.write_fd, bufs)
         else:  # "v1" writes as RETURNN does: the link was made with returnn_style
             self.link.send_loss_request(seg_name, posteriors, out=out)
 
@@ -288,14 +185,14 @@ class PipePeer(_Peer):
         if self.transport == "bare":
             if out is None:
                 out = np.empty(shape, dtype=np.float32)
-            if not _read_all(self.read_fd, [self._bare_head]):
+            if not read_all(self.read_fd, [self._bare_head]):
                 raise EOFError("the bench child closed its pipe")
             fields = w.HEADER_STRUCT.unpack(self._bare_head)
             skip = fields[6] + w.name_padding(fields[6])
             if len(self._bare_skip) != skip:
                 self._bare_skip = bytearray(skip)
             bufs = [self._bare_skip] + ([out] if out.flags.c_contiguous else list(out))
-            _read_all(self.read_fd, bufs)
+            read_all(self.read_fd, bufs)
             return float(shape[0]), out
         return self.link.recv_loss_result(shape, out=out)
 
@@ -339,7 +236,7 @@ class EmulatorPeer(_Peer):
     """
 
     def __init__(self, transport: str = "v2", labels: int = 1, criterion: str = "bench",
-                 timeout: float = _CHILD_TIMEOUT):
+                 timeout: float = CHILD_TIMEOUT):
         from ..parent import SprintSubprocessInstance, emulator_command
 
         if transport not in ("v2", "v1") + SHM_TRANSPORTS:
@@ -697,7 +594,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """``sprint-control bench [--sizes T,L ...] [--budget S] [--json FILE]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--pipe-child"]:
-        return _child_main(argv[1:])
+        return child_main(argv[1:])
     if argv[:1] == ["--rss-probe"]:
         return _rss_probe(argv[1:])
     ap = argparse.ArgumentParser(prog="sprint-control bench", description=__doc__.split("\n\n")[0])
