@@ -31,7 +31,6 @@ def derive_error_signal(posteriors: np.ndarray) -> float:
     return float(posteriors.shape[0])
 
 
-
 def write_all(fd: int, buffers: Sequence) -> None:
     """writev until every byte is out; waits for room on a non-blocking fd (``ParentLink`` makes the
     parent's write end non-blocking when it has a timeout)."""
