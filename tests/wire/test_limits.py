@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from support import close_fds
 
 from sprint_control.errors import ProtocolError, SprintRemoteError
 from sprint_control.wire import protocol
@@ -31,11 +32,7 @@ def v1_child():
     yield parent, server
     parent.send_exit()
     thread.join(10)
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    close_fds(fds)
 
 
 def test_an_oversized_v1_message_is_dropped_whole_and_refused(v1_child):

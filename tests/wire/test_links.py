@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from support import close_fds
 
 from sprint_control.errors import ProtocolError, SprintRemoteError, SprintTimeoutError
 from sprint_control.wire import constants as _wire
@@ -22,11 +23,7 @@ class Pair:
         self.parent.protocol = self.child.protocol = protocol
 
     def close(self):
-        for fd in self.p2c + self.c2p:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self.p2c + self.c2p)
 
 
 @pytest.fixture(params=[PROTOCOL_V1, PROTOCOL_V2], ids=["v1", "v2"])

@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+from support import close_fds
 
 from sprint_control.errors import ProtocolError, SprintRemoteError, TruncatedFrameError
 from sprint_control.wire import constants as _wire
@@ -191,11 +192,7 @@ class Ends:
         self.child = ChildLink(self.p2c[0], self.c2p[1])
 
     def close(self):
-        for fd in self.p2c + self.c2p:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self.p2c + self.c2p)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from support import close_fds
 
 from sprint_control.errors import SprintRemoteError
 from sprint_control.wire import constants as _wire
@@ -30,11 +31,7 @@ class Served:
         return self.server.ended
 
     def close(self):
-        for fd in self.p2c + self.c2p:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self.p2c + self.c2p)
 
 
 def echo(reply, name, seg_len, post):

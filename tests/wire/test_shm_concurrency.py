@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from support import close_fds
 
 from sprint_control.wire import shm
 from sprint_control.wire.protocol import ChildLink, CommandServer, ParentLink
@@ -61,11 +62,7 @@ class Peer:
     def close(self):
         self.link.send_exit()
         self.server.join(10)
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self.fds)
 
 
 def hammer(peer: Peer, region: shm.SharedRegion, seed: int, errors: list) -> None:
