@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ProtocolError, SprintRemoteError
 from . import constants as w
 from . import framing, shm
+from .limits import check_name, check_payload
 from .link import PROTOCOL_V2, LinkBase, write_all
 from .v1 import INIT_VERSION, encode_v1
 
@@ -72,6 +73,10 @@ class ParentLink(LinkBase):
                 f"a {self._pending.command} request ({self._pending.seg_name!r}) is still pending on this link:"
                 " read its answer first"
             )
+
+    def _check_name(self, seg_name) -> None:
+        if self.protocol == PROTOCOL_V2:  # a v2 frame header bounds the name; v1 does not
+            check_name(seg_name)
 
     def _begin(self, command: str, seg_name: str = "", shape=None, shared=None, seq: Optional[int] = None) -> int:
         self._check_idle()
@@ -179,9 +184,13 @@ class ParentLink(LinkBase):
             raise ValueError(f"posteriors must be a (time, label) matrix, got shape {post.shape}")
         shape = (int(post.shape[0]), int(post.shape[1]))
         self._check_idle()
+        self._check_name(seg_name)
         if (self.shm is not None and post.nbytes >= self.shm.inline_below
                 and self._send_shared_request(seg_name, post, out)):
             return
+        # what the child would refuse is refused here, before a byte is written: its limit is the
+        # same option (max_payload) this link was given
+        check_payload(shape[0] * shape[1] * 4, self.max_payload, f"posteriors of segment {seg_name!r}")
         seq = self._begin(_LOSS, seg_name, shape)
         if self.protocol == PROTOCOL_V2:
             self._write_request(w.MSG_LOSS_REQUEST, seg_name, post, seq)
@@ -302,6 +311,7 @@ class ParentLink(LinkBase):
     def request_fsa(self, seg_name: str) -> tuple[int, int, np.ndarray, np.ndarray]:
         """RASR's allophone-state automaton of a segment:
         (num_states, num_edges, edges uint32 (3*E,) from/to/emission rows, weights float32 (E,))."""
+        self._check_name(seg_name)
         seq = self._begin(_FSA, seg_name)
         if self.protocol == PROTOCOL_V2:
             self._write_request(w.MSG_FSA_REQUEST, seg_name, None, seq)
@@ -328,12 +338,10 @@ class ParentLink(LinkBase):
         seq = self._begin(str(message[0]) if message else "")
         if self.protocol == PROTOCOL_V2:
             try:
-                payload = pickle.dumps(tuple(message), protocol=4)
+                self._send_control(tuple(message), seq)
             except (TypeError, ValueError, AttributeError, pickle.PicklingError):
                 self._pending = None  # not encodable: nothing was written
                 raise
-            framing.write_frame(self.write_fd, w.MSG_CONTROL, "", np.frombuffer(payload, np.uint8), seq=seq,
-                                timeout=self._timeout)
             header, arr = self._read_frame()
             self._check_answer(header, self._pending)
             if header.msg_type != w.MSG_CONTROL:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 
 import numpy as np
 import pytest
@@ -158,3 +159,29 @@ def test_the_either_end_link_still_reads_an_unrequested_answer():
     finally:
         for fd in p2c + c2p:
             os.close(fd)
+
+
+def _nothing_sent(pair) -> bool:
+    return not select.select([pair.p2c[0]], [], [], 0)[0]
+
+
+def test_a_segment_over_the_limit_is_refused_before_anything_is_sent(pair):
+    pair.parent.max_payload = 1000  # the same option the child is given
+    with pytest.raises(ProtocolError, match=r"posteriors of segment 'big' of 1200 bytes exceed the limit of 1000"
+                                            r" bytes: raise the option max_payload"):
+        pair.parent.send_loss_request("big", np.zeros((10, 30), np.float32))
+    assert pair.parent.pending is None and _nothing_sent(pair)
+    pair.parent.send_loss_request("fits", np.zeros((10, 25), np.float32))  # 1000 bytes
+    assert pair.child.recv_command()[1] == "fits"
+
+
+def test_a_name_over_the_v2_limit_is_refused_before_anything_is_sent(pair):
+    name = "n" * (_wire.DEFAULT_MAX_NAME + 1)
+    if pair.parent.protocol == PROTOCOL_V1:  # v1 has no such limit
+        pair.parent.send_loss_request(name, POST)
+        assert pair.child.recv_command()[1] == name
+        return
+    for request in (lambda: pair.parent.send_loss_request(name, POST), lambda: pair.parent.request_fsa(name)):
+        with pytest.raises(ProtocolError, match="segment name of 65537 bytes exceeds the limit of 65536 bytes"):
+            request()
+    assert pair.parent.pending is None and _nothing_sent(pair)
