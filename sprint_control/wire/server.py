@@ -38,28 +38,33 @@ class Reply:
         self.seg_name = seg_name
         self.sent = False
 
-    def _claim(self) -> None:
+    def _send(self, write, *args, **kwargs) -> None:
         if self.sent:
             raise SprintControlError(f"the command {self.command!r} was answered twice")
+        with self._server.write_lock:
+            write(*args, **kwargs)
+        # counted once written: a reply refused before its first byte leaves room for the error
         self.sent = True
 
     def ok(self, *results) -> None:
         """``("ok", *results)``."""
-        self._claim()
-        with self._server.write_lock:
-            self._server.link.reply_ok(*results)
+        self._send(self._server.link.reply_ok, *results)
 
     def loss(self, loss: float, error_signal: np.ndarray, skipped: bool = False) -> None:
         """The loss and the (time, label) error signal of the requested segment."""
-        self._claim()
-        with self._server.write_lock:
-            self._server.link.reply_loss(self.seg_name, loss, error_signal, skipped=skipped)
+        self._send(self._server.link.reply_loss, self.seg_name, loss, error_signal, skipped=skipped)
 
     def fsa(self, num_states: int, num_edges: int, edges: np.ndarray, weights: np.ndarray) -> None:
         """The automaton of the requested segment."""
-        self._claim()
-        with self._server.write_lock:
-            self._server.link.reply_fsa(num_states, num_edges, edges, weights)
+        self._send(self._server.link.reply_fsa, num_states, num_edges, edges, weights)
+
+    def init(self, name: str, capabilities: dict) -> None:
+        """The answer to ``init`` (the server's own)."""
+        self._send(self._server.link.reply_init, name, capabilities)
+
+    def protocol(self, version: int, options: dict) -> None:
+        """The answer to ``use_protocol``, which switches the link (the server's own)."""
+        self._send(self._server.link.accept_protocol, version, options)
 
 
 #: ``handler(reply, *args)``: answers through ``reply``.
@@ -172,16 +177,12 @@ class CommandServer:
             raise ProtocolError(f"init expects (name, {INIT_VERSION}), got {args!r:.200}")
         caps = self._capabilities() if callable(self._capabilities) else dict(self._capabilities or {})
         caps.setdefault("protocols", list(self.protocols))
-        reply._claim()
-        with self.write_lock:
-            self.link.reply_init(self.name, caps)
+        reply.init(self.name, caps)
 
     def _use_protocol(self, reply: Reply, version=None, options=None, *_) -> None:
         if version not in self.protocols:
             raise ProtocolError(f"protocol {version!r} is not supported; this side speaks {self.protocols}")
-        reply._claim()
-        with self.write_lock:
-            self.link.accept_protocol(version, options if isinstance(options, dict) else {})
+        reply.protocol(version, options if isinstance(options, dict) else {})
         self._log(f"using protocol {version}", verbose=True)
 
     def _shm_remap(self, reply: Reply, size, generation) -> None:

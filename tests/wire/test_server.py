@@ -119,3 +119,24 @@ def test_shm_remap_without_a_region_is_an_error(served):
     assert served.parent.recv_loss_result((1, 1))[0] == 1.0
     served.parent.send_exit()
     served.finish()
+
+
+def complex_loss(reply, name, seg_len, post):
+    reply.loss(0.0, post.astype(np.complex64))  # the framing refuses it before writing
+
+
+def twice(reply, *args):
+    reply.ok(1)
+    reply.ok(2)
+
+
+@pytest.mark.parametrize("served", [{"get_loss_and_error_signal": complex_loss, "twice": twice}], indirect=True)
+def test_a_refused_reply_is_followed_by_the_error_and_a_second_reply_by_nothing(served):
+    served.parent.handshake("p")
+    served.parent.send_loss_request("s", np.ones((2, 2), np.float32))
+    with pytest.raises(SprintRemoteError, match="cannot be framed"):
+        served.parent.recv_loss_result((2, 2))
+    for _ in range(2):  # no stray second answer is waiting in the pipe
+        assert served.parent.call("twice") == (1,)
+    served.parent.send_exit()
+    assert served.finish() == "exit"
