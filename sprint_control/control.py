@@ -38,10 +38,11 @@ Config keys (``key:value`` pairs joined by ``,``; the last occurrence of a key w
 ``EnableAutoNumpySharedMemPickling``
     RETURNN's old shared-memory switch; accepted and ignored.
 
-The work is done by the collaborators in :mod:`sprint_control.sprint`; this module is the facade
-RASR sees, with the seed's names. Other keys are kept in :attr:`PythonControl.config` for whoever wants them.
-"""
+Other keys are kept in :attr:`PythonControl.config` for whoever wants them.
 
+The work is done by the collaborators in :mod:`sprint_control.sprint`; this module is the facade
+RASR sees, with the seed's names.
+"""
 
 from __future__ import annotations
 
