@@ -78,9 +78,12 @@ def _child_link(read_fd: int, write_fd: int, v1_writer: str) -> int:
     link = ChildLink(read_fd, write_fd, returnn_style=v1_writer == "returnn")
 
     def loss(reply, seg_name, _seg_len, posteriors):
-        reply.loss(derive_error_signal(posteriors), posteriors)
-        if link.shm is not None:  # over shared memory these are the parent's: leave them as they came
-            derive_error_signal(posteriors)
+        out = reply.destination
+        if out is None:
+            reply.loss(derive_error_signal(posteriors), posteriors)
+        else:  # over shared memory the posteriors are the parent's: leave them, derive in the answer's place
+            np.copyto(out, posteriors)
+            reply.loss(derive_error_signal(out), out)
 
     try:
         CommandServer(link, {"get_loss_and_error_signal": loss}, name="sprint_control.tools.bench").serve()

@@ -111,6 +111,13 @@ class ChildLink(LinkBase):
         self._shared_answer = _SharedAnswer(desc, out)
         return (LOSS_COMMAND, header.name, desc.time, post)
 
+    @property
+    def shared_destination(self) -> Optional[np.ndarray]:
+        """Where the error signal of the shared-memory request being served goes (a view of the
+        region), or None when the request came through the pipe. An error signal computed straight
+        into it is sent without a copy."""
+        return self._shared_answer.out if self._shared_answer is not None else None
+
     # -- the transport's own commands ---------------------------------------------------------------
 
     def accept_protocol(self, version: int, options: Optional[dict] = None) -> None:

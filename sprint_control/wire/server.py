@@ -38,6 +38,12 @@ class Reply:
         self.seg_name = seg_name
         self.sent = False
 
+    @property
+    def destination(self):
+        """For a loss request that came by shared memory: the region's (time, label) view the error
+        signal goes to (computing into it saves the copy); else None."""
+        return self._server.link.shared_destination if self.command == LOSS_COMMAND else None
+
     def _send(self, write, *args, **kwargs) -> None:
         if self.sent:
             raise SprintControlError(f"the command {self.command!r} was answered twice")
