@@ -35,6 +35,15 @@ def is_open(fd: int) -> bool:
         return False
 
 
+def close_fds(fds) -> None:
+    """Closes every fd in ``fds`` that is still open (the code under test may have closed some)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def open_fds() -> set:
     """This process's open fds (the one used to list them is gone by the time it is checked)."""
     return {int(x) for x in os.listdir("/proc/self/fd") if is_open(int(x))}

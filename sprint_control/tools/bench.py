@@ -3,7 +3,7 @@
 For each size (time, label) of float32 posteriors this measures, interleaved so that all figures
 share the same machine state:
 
-- ``v2``:   the binary frames of protocol v2 (``Link.send_loss_request`` / ``recv_loss_result``);
+- ``v2``:   the binary frames of protocol v2 (``ParentLink.send_loss_request`` / ``recv_loss_result``);
 - ``v1``:   protocol v1 as it is used today: RETURNN's writer (pure-Python pickler, arrays as
             ``make_numpy_ndarray_fromstring``) in both directions, read by our safe v1 reader;
 - ``v1c``:  protocol v1 with our own writer (the C pickler), for comparison;
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import statistics
 import subprocess
 import sys
@@ -41,8 +40,9 @@ import numpy as np
 
 from ..wire import constants as w
 from ..wire import framing
-from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, Link, encode_v1
+from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2, ParentLink
 from ..wire.shm import SharedRegion
+from .bench_child import CHILD_TIMEOUT, child_main, derive_error_signal, read_all, write_all
 
 log = logging.getLogger("sprint_control.tools.bench")
 
@@ -65,7 +65,6 @@ TRANSPORTS: tuple[str, ...] = ("v2", "v1", "v1c", "bare", "shm", "shm-region")
 #: The transports that move the matrices through a shared region.
 SHM_TRANSPORTS: tuple[str, ...] = ("shm", "shm-region")
 
-_CHILD_TIMEOUT = 120.0
 _SEG = "bench/seg-0001"
 #: the one segment of the emulator's synthetic corpus (the bench criterion needs only the posteriors)
 EMULATOR_SEGMENT = "synthetic/rec0000/seg"
@@ -73,16 +72,6 @@ EMULATOR_SEGMENT = "synthetic/rec0000/seg"
 
 # ---------------------------------------------------------------------------------------------
 # What the child computes
-
-
-def derive_error_signal(posteriors: np.ndarray) -> float:
-    """The child's "criterion": negates the first frame in place and returns the loss (number of frames).
-
-    Cheap on purpose, so that a round trip measures the transport and not arithmetic.
-    """
-    if posteriors.shape[0]:
-        np.negative(posteriors[:1], out=posteriors[:1])
-    return float(posteriors.shape[0])
 
 
 def expected_error_signal(posteriors: np.ndarray) -> np.ndarray:
@@ -101,113 +90,6 @@ def make_posteriors(time_: int, labels: int, seed: int = 0) -> np.ndarray:
     if time_ > 4:
         arr[4:] = np.arange(labels, dtype=np.float32)[None, :] * np.float32(1e-3)
     return arr
-
-
-# ---------------------------------------------------------------------------------------------
-# The pipe child (``python -m sprint_control.tools.bench --pipe-child MODE READ_FD WRITE_FD``)
-
-
-def _write_all(fd: int, buffers: Sequence) -> None:
-    """writev until every byte is out; waits for room on a non-blocking fd (``Link`` makes the
-    parent's write end non-blocking when it has a timeout)."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    views = [v for v in views if len(v)]
-    poller = None
-    while views:
-        try:
-            n = os.writev(fd, views[:1024])
-        except BlockingIOError:
-            if poller is None:
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-            poller.poll(_CHILD_TIMEOUT * 1000)
-            continue
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
-
-
-def _read_all(fd: int, buffers: Sequence) -> bool:
-    """Fills every buffer; False on EOF before the first byte, EOFError on EOF inside."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    views = [v for v in views if len(v)]
-    first = True
-    while views:
-        n = os.readv(fd, views)
-        if n == 0:
-            if first:
-                return False
-            raise EOFError("pipe closed inside a message")
-        first = False
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
-    return True
-
-
-def _child_link(read_fd: int, write_fd: int, v1_writer: str) -> int:
-    """The child for v1/v2: speaks the protocol through ``Link``'s child calls."""
-    link = Link(read_fd, write_fd)
-    try:
-        while True:
-            try:
-                cmd = link.recv_command()
-            except EOFError:
-                return 0
-            op = cmd[0]
-            if op == "init":
-                link.reply_init("sprint_control.tools.bench", {"protocols": [PROTOCOL_V1, PROTOCOL_V2]})
-            elif op == "use_protocol":
-                link.accept_protocol(cmd[1], cmd[2] if len(cmd) > 2 else None)
-            elif op == "get_loss_and_error_signal":
-                seg_name, _seg_len, posteriors = cmd[1], cmd[2], cmd[3]
-                loss = derive_error_signal(posteriors)
-                if link.protocol == PROTOCOL_V1 and v1_writer == "returnn":
-                    _write_all(write_fd, [encode_v1(("ok", loss, posteriors), returnn_style=True)])
-                else:
-                    link.reply_loss(seg_name, loss, posteriors)
-                if link.shm is not None:  # over shared memory these are the parent's: leave them as they came
-                    derive_error_signal(posteriors)
-            elif op == "exit":
-                return 0
-            else:
-                link.reply_exception("KeyError", f"unknown command {op!r}")
-    finally:
-        link.close()
-
-
-def _child_bare(read_fd: int, write_fd: int) -> int:
-    """The child for the baseline: bare readv/writev of [v2 header, name + padding, payload],
-    into one buffer allocated once and grown when needed."""
-    framing.grow_pipe(read_fd)
-    framing.grow_pipe(write_fd)
-    head = bytearray(w.HEADER_SIZE)
-    body = np.empty(0, dtype=np.uint8)
-    while True:
-        if not _read_all(read_fd, [head]):
-            return 0
-        fields = w.HEADER_STRUCT.unpack(head)
-        name_len, payload_len, shape = fields[6], fields[7], fields[10:13]
-        skip = name_len + w.name_padding(name_len)
-        if body.nbytes < skip + payload_len:
-            body = np.empty(skip + payload_len + 64, dtype=np.uint8)
-        view = body[: skip + payload_len]
-        _read_all(read_fd, [view])
-        if payload_len:
-            derive_error_signal(body[skip : skip + payload_len].view(np.float32).reshape(shape[0], shape[1]))
-        _write_all(write_fd, [head, view])
-
-
-def _child_main(argv: Sequence[str]) -> int:
-    mode, read_fd, write_fd = argv[0], int(argv[1]), int(argv[2])
-    v1_writer = argv[3] if len(argv) > 3 else "returnn"
-    if mode == "bare":
-        return _child_bare(read_fd, write_fd)
-    return _child_link(read_fd, write_fd, v1_writer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +130,7 @@ class PipePeer(_Peer):
     ``env``: extra environment variables for the child.
     """
 
-    def __init__(self, transport: str = "v2", timeout: float = _CHILD_TIMEOUT, env: Optional[dict] = None):
+    def __init__(self, transport: str = "v2", timeout: float = CHILD_TIMEOUT, env: Optional[dict] = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}: expected one of {TRANSPORTS}")
         self.transport = transport
@@ -268,7 +150,7 @@ class PipePeer(_Peer):
             os.close(c2p_w)
         self._staged = _Staged(self.region)
         self.read_fd, self.write_fd = c2p_r, p2c_w
-        self.link: Optional[Link] = None
+        self.link: Optional[ParentLink] = None
         self._bare_head = bytearray(w.HEADER_SIZE)
         self._bare_skip = bytearray(0)
         try:
@@ -276,7 +158,8 @@ class PipePeer(_Peer):
                 framing.grow_pipe(self.read_fd)
                 framing.grow_pipe(self.write_fd)
             else:
-                self.link = Link(self.read_fd, self.write_fd, timeout=timeout)
+                self.link = ParentLink(self.read_fd, self.write_fd, timeout=timeout,
+                                       returnn_style=transport == "v1")
                 wanted = PROTOCOL_V1 if transport in ("v1", "v1c") else PROTOCOL_V2
                 got = self.link.handshake("sprint_control.tools.bench", protocol=wanted, shared=self.region)
                 if got != wanted:
@@ -300,12 +183,8 @@ class PipePeer(_Peer):
                 bufs.append(posteriors)
             else:
                 bufs.extend(posteriors)  # rows of a strided slice, as v2 does
-            _write_all(self.write_fd, bufs)
-        elif self.transport == "v1":
-            arr = np.ascontiguousarray(posteriors, dtype=np.float32)
-            msg = ("get_loss_and_error_signal", seg_name, int(arr.shape[0]), arr)
-            _write_all(self.write_fd, [encode_v1(msg, returnn_style=True)])
-        else:
+            write_all(self.write_fd, bufs)
+        else:  # "v1" writes as RETURNN does: the link was made with returnn_style
             self.link.send_loss_request(seg_name, posteriors, out=out)
 
     def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
@@ -313,14 +192,14 @@ class PipePeer(_Peer):
         if self.transport == "bare":
             if out is None:
                 out = np.empty(shape, dtype=np.float32)
-            if not _read_all(self.read_fd, [self._bare_head]):
+            if not read_all(self.read_fd, [self._bare_head]):
                 raise EOFError("the bench child closed its pipe")
             fields = w.HEADER_STRUCT.unpack(self._bare_head)
             skip = fields[6] + w.name_padding(fields[6])
             if len(self._bare_skip) != skip:
                 self._bare_skip = bytearray(skip)
             bufs = [self._bare_skip] + ([out] if out.flags.c_contiguous else list(out))
-            _read_all(self.read_fd, bufs)
+            read_all(self.read_fd, bufs)
             return float(shape[0]), out
         return self.link.recv_loss_result(shape, out=out)
 
@@ -356,7 +235,7 @@ class EmulatorPeer(_Peer):
     """
 
     def __init__(self, transport: str = "v2", labels: int = 1, criterion: str = "bench",
-                 timeout: float = _CHILD_TIMEOUT):
+                 timeout: float = CHILD_TIMEOUT):
         from ..parent import SprintSubprocessInstance, emulator_command
 
         if transport not in ("v2", "v1") + SHM_TRANSPORTS:
@@ -651,7 +530,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """``sprint-control bench``: the child modes of this module, else the command (``bench_cli``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--pipe-child"]:
-        return _child_main(argv[1:])
+        return child_main(argv[1:])
     if argv[:1] == ["--rss-probe"]:
         return _rss_probe(argv[1:])
     from .bench_cli import run

@@ -146,6 +146,12 @@ class SharedRegion:
     def size(self) -> int:
         return self._mapping.size
 
+    def snapshot(self) -> tuple[int, int]:
+        """(size, generation), read together: a growth by another thread changes both at once
+        under the lock, so reading the two properties one after the other may pair them wrongly."""
+        with self._lock:
+            return self._mapping.size, self.generation
+
     def close(self) -> None:
         """Drops this side's mapping and (for the creator) the fd; arrays still alive keep their pages."""
         if self._closed:
@@ -179,8 +185,9 @@ class SharedRegion:
         if new < min_size:
             raise MemoryError(f"shared region would need {min_size} bytes, its cap is {self.max_size}")
         os.ftruncate(self.fd, new)
+        mapping = _Mapping(self.fd, new)
         self._older.append(weakref.ref(self._mapping.mm))
-        self._mapping = _Mapping(self.fd, new)
+        self._mapping = mapping
         self._release(old, new - old)
         self.generation += 1
         logger.debug("shared region grown to %d bytes (generation %d)", new, self.generation)

@@ -167,7 +167,7 @@ def drive_flow_b(config: str, alignments: dict, log: list, input_dim: int = 3, s
         ctl.init_segment(segment_name=name)
         frames = len(alignments[name])
         if num_labels is None:
-            num_labels = ctl._active.posteriors.shape[1]
+            num_labels = ctl.segments.active.posteriors.shape[1]
             layer.setOutputDimension(size=num_labels)
         features = np.zeros((frames, input_dim), dtype=np.float32).T
         out = layer.forward(input=[features])

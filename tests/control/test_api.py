@@ -255,3 +255,24 @@ def test_verbose_config_logs_each_step(link_pair, capsys):
     out = capsys.readouterr().out
     for step in ("using protocol 2", "loss request: 's1'", "segment list: 's1'", "process_segment: 's1'"):
         assert step in out, step
+
+
+def test_max_payload_in_the_config_is_the_childs_limit(link_pair):
+    t = link_pair.start(drive_flow_a, link_pair.config + ",max_payload:4096", FakeSprintCallback(), {"s": "ab"}, [])
+    link_pair.parent.handshake(protocol=1)
+    assert control.PythonControl.instance.link.max_payload == 4096
+    big = np.zeros((1100, 300), np.float32)  # 1.3 MB: over 4 kB plus v1's slack for the pickle
+    link_pair.parent.send_loss_request("s", big)
+    with pytest.raises(SprintRemoteError, match="exceeds the limit of 4096 bytes"):
+        link_pair.parent.recv_loss_result(big.shape)
+    post = random_log_posteriors(np.random.default_rng(0), 3, 4)
+    link_pair.parent.send_loss_request("s", post)  # the message was dropped whole: the next one is read
+    assert np.isfinite(link_pair.parent.recv_loss_result(post.shape)[0])
+    link_pair.parent.send_exit()
+    t.finish()
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "big"])
+def test_max_payload_must_be_a_positive_number(link_pair, value):
+    with pytest.raises(SprintControlError, match="max_payload"):
+        control.init(name="x", reference=None, config=f"{link_pair.config},max_payload:{value}")

@@ -190,9 +190,9 @@ def test_flow_b_forward_returns_the_received_buffer(link_pair):
     layer.setInputDimension(0, 2)
     layer.setOutputDimension(3)
     post = np.arange(12, dtype=np.float32).reshape(4, 3)
-    seg = ctl._post_segment("s", 4, post)
+    seg = ctl.segments.post("s", 4, post)
     with ctl.cond:
-        ctl._pending, ctl._active = None, seg
+        ctl.segments.pending, ctl.segments.active = None, seg
     out = layer.forward([np.zeros((2, 4), np.float32)])
     assert out.base is post or np.shares_memory(out, post)
     assert out.flags.f_contiguous and out.shape == (3, 4)

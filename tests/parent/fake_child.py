@@ -1,7 +1,7 @@
 """A stand-in for Sprint + the control module, for the parent-side tests.
 
 Started by ``SprintSubprocessInstance`` like RASR would be (``--*.pymod-config=c2p_fd:..,p2c_fd:..``),
-it answers over ``protocol.Link`` with a known criterion:
+it answers through ``CommandServer`` with a known criterion:
 
     loss = sum(exp(x)) - T,     error_signal = 2 * x + 1 + frame_index
 
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from sprint_control.wire.protocol import Link
+from sprint_control.wire.protocol import ChildLink, CommandServer
 
 
 def criterion(x):
@@ -66,6 +66,33 @@ def parse_args(argv):
     return opts, config
 
 
+def handlers(opts):
+    """The fake's commands, for ``CommandServer``."""
+
+    def loss(reply, seg, seg_len, x):
+        assert seg_len == x.shape[0]
+        if seg == opts.get("fake.crash-on"):
+            print(f"fatal: cannot handle segment {seg}", file=sys.stderr, flush=True)
+            os._exit(3)
+        if seg == opts.get("fake.segv-on"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if seg == opts.get("fake.sleep-on"):
+            time.sleep(30)
+        if seg == opts.get("fake.error-on"):
+            raise ValueError(f"bad segment {seg}")
+        if seg == opts.get("fake.skip-on"):
+            reply.loss(math.inf, np.zeros_like(x), skipped=True)
+        elif opts.get("fake.echo") == "true":  # no computation: for measuring the transport
+            reply.loss(0.0, x)
+        else:
+            reply.loss(*criterion(x))
+
+    def fsa(reply, seg):
+        reply.fsa(*automaton(seg))
+
+    return {"get_loss_and_error_signal": loss, "export_allophone_state_fsa_by_segment_name": fsa}
+
+
 def main():
     opts, config = parse_args(sys.argv[1:])
     if "fake.argv-file" in opts:
@@ -73,48 +100,13 @@ def main():
             listed = [int(x) for x in os.listdir("/proc/self/fd")]
             json.dump({"argv": sys.argv, "fds": sorted(fd for fd in listed if _is_open(fd) and fd != f.fileno())}, f)
     protocols = [int(p) for p in opts.get("fake.protocols", "1,2").split(",")]
-    link = Link(int(config["p2c_fd"]), int(config["c2p_fd"]))
+    link = ChildLink(int(config["p2c_fd"]), int(config["c2p_fd"]))
     print("fake child started", file=sys.stderr, flush=True)
-    while True:
-        try:
-            cmd = link.recv_command()
-        except EOFError:
-            return 0
-        name = cmd[0]
-        if name == "init":
-            link.reply_init("FakeSprint", {"protocols": protocols})
-        elif name == "use_protocol":
-            link.accept_protocol(cmd[1], cmd[2])
-        elif name == "get_loss_and_error_signal":
-            seg, seg_len, x = cmd[1], cmd[2], cmd[3]
-            assert seg_len == x.shape[0]
-            if seg == opts.get("fake.crash-on"):
-                print(f"fatal: cannot handle segment {seg}", file=sys.stderr, flush=True)
-                os._exit(3)
-            if seg == opts.get("fake.segv-on"):
-                os.kill(os.getpid(), signal.SIGSEGV)
-            if seg == opts.get("fake.sleep-on"):
-                time.sleep(30)
-            if seg == opts.get("fake.error-on"):
-                link.reply_exception("ValueError", f"Traceback ...\nValueError: bad segment {seg}")
-                continue
-            if seg == opts.get("fake.skip-on"):
-                link.reply_loss(seg, math.inf, np.zeros_like(x), skipped=True)
-                continue
-            if opts.get("fake.echo") == "true":  # no computation: for measuring the transport
-                link.reply_loss(seg, 0.0, x)
-                continue
-            loss, err = criterion(x)
-            link.reply_loss(seg, loss, err)
-        elif name == "export_allophone_state_fsa_by_segment_name":
-            link.reply_fsa(*automaton(cmd[1]))
-        elif name == "exit":
-            if opts.get("fake.ignore-exit") == "true":
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                time.sleep(60)
-            return 0
-        else:
-            link.reply_exception("KeyError", f"unknown command {name!r}")
+    server = CommandServer(link, handlers(opts), name="FakeSprint", protocols=protocols)
+    if server.serve() == "exit" and opts.get("fake.ignore-exit") == "true":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,12 +14,16 @@ import os
 import pkgutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
+from support import close_fds
 
-from sprint_control.tools import bench
+from sprint_control.tools import bench, bench_child
 from sprint_control.wire import framing
+from sprint_control.wire.protocol import ChildLink, ParentLink
+from sprint_control.wire.shm import SharedRegion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_SIZES = [(1, 1), (3, 17)]
@@ -353,3 +357,33 @@ def test_splice_and_spin_can_be_switched_off_by_environment():
     on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert on.returncode == 0, on.stderr
     assert int(on.stdout) > 0
+
+
+
+def test_the_pipe_child_leaves_shared_posteriors_as_they_came_before_it_answers(monkeypatch):
+    """Over shared memory the posteriors are the parent's, which may refill them as soon as the
+    answer is there: whatever the child changes in them must be undone before it answers."""
+    post = bench.make_posteriors(60, 801, seed=4)
+    at_answer = []
+    real_reply = ChildLink.reply_loss
+
+    def spy(self, *args, **kwargs):
+        at_answer.append(np.array(staged))  # the parent's posteriors as the answer goes out
+        return real_reply(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChildLink, "reply_loss", spy)
+    fds = os.pipe() + os.pipe()
+    with SharedRegion.create(1 << 20) as region:
+        child = threading.Thread(target=bench_child.child_main, args=(["link", str(fds[0]), str(fds[3])],))
+        child.start()
+        parent = ParentLink(fds[2], fds[1], timeout=30)
+        assert parent.handshake("p", shared=region) == 2 and parent.shm is region
+        staged = region.empty(post.shape)
+        staged[...] = post
+        parent.send_loss_request("s", staged)
+        _, err = parent.recv_loss_result(post.shape)
+        np.testing.assert_array_equal(err, bench.expected_error_signal(post))
+        parent.send_exit()
+        child.join(10)
+    close_fds(fds)
+    np.testing.assert_array_equal(at_answer[0], post)

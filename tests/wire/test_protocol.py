@@ -11,11 +11,12 @@ import threading
 
 import numpy as np
 import pytest
+from support import close_fds
 
 from sprint_control.errors import ProtocolError, SprintRemoteError, TruncatedFrameError
 from sprint_control.wire import constants as _wire
-from sprint_control.wire import protocol
-from sprint_control.wire.protocol import Link
+from sprint_control.wire import protocol, v1
+from sprint_control.wire.protocol import ChildLink, CommandServer, ParentLink
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # the values make_fixtures.py wrote, restated here by hand
@@ -170,7 +171,7 @@ def test_v1_length_claiming_gigabytes_is_refused_before_reading():
     r, w = os.pipe()
     try:
         os.write(w, struct.pack("<i", 2**31 - 1))
-        link = Link(r, w, max_payload=1024)
+        link = ParentLink(r, w, max_payload=1024)
         with pytest.raises(ProtocolError, match="exceeds the limit"):
             link.recv_v1()
     finally:
@@ -187,15 +188,11 @@ class Ends:
     def __init__(self):
         self.p2c = os.pipe()
         self.c2p = os.pipe()
-        self.parent = Link(self.c2p[0], self.p2c[1], timeout=10)
-        self.child = Link(self.p2c[0], self.c2p[1])
+        self.parent = ParentLink(self.c2p[0], self.p2c[1], timeout=10)
+        self.child = ChildLink(self.p2c[0], self.c2p[1])
 
     def close(self):
-        for fd in self.p2c + self.c2p:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self.p2c + self.c2p)
 
 
 @pytest.fixture
@@ -205,28 +202,39 @@ def ends():
     e.close()
 
 
-def our_child(link: Link, log: list):
+def logged(handlers: dict, link: ChildLink, log: list) -> dict:
+    """``handlers`` that note each command with the protocol it arrived on."""
+
+    def wrap(name, fn):
+        def handler(reply, *args):
+            log.append((name, link.protocol))
+            fn(reply, *args)
+
+        return handler
+
+    return {name: wrap(name, fn) for name, fn in handlers.items()}
+
+
+def our_child(link: ChildLink, log: list):
     """A child that answers like sprint_control's: announces v2 and switches when asked."""
-    while True:
-        cmd = link.recv_command()
-        log.append((cmd[0], link.protocol))
-        if cmd[0] == "init":
-            link.reply_init("child", {"protocols": [1, 2]})
-        elif cmd[0] == "use_protocol":
-            link.accept_protocol(cmd[1], cmd[2])
-        elif cmd[0] == "get_loss_and_error_signal":
-            _, name, seg_len, post = cmd
-            assert seg_len == post.shape[0]
-            link.reply_loss(name, float(post.sum()), -post)
-        elif cmd[0] == "export_allophone_state_fsa_by_segment_name":
-            link.reply_fsa(2, 1, np.array([0, 1, 5], np.uint32), np.array([0.5], np.float32))
-        elif cmd[0] == "fail":
-            link.reply_exception("ValueError", "Traceback (most recent call last):\nValueError: boom")
-        elif cmd[0] == "exit":
-            return
+
+    def loss(reply, name, seg_len, post):
+        assert seg_len == post.shape[0]
+        reply.loss(float(post.sum()), -post)
+
+    def fsa(reply, name):
+        reply.fsa(2, 1, np.array([0, 1, 5], np.uint32), np.array([0.5], np.float32))
+
+    def fail(reply):
+        raise ValueError("boom")
+
+    handlers = {"get_loss_and_error_signal": loss, "export_allophone_state_fsa_by_segment_name": fsa, "fail": fail}
+    server = CommandServer(link, logged(handlers, link, log), name="child")
+    server.serve()
+    log.append((server.ended, link.protocol))
 
 
-def v1_only_child(link: Link, log: list):
+def v1_only_child(link: ChildLink, log: list):
     """A child that speaks v1 only (RETURNN's): a plain 3-item init answer."""
     while True:
         cmd = link.recv_v1()
@@ -248,7 +256,7 @@ def run_child(fn, link):
     return t, log
 
 
-def exchange(parent: Link):
+def exchange(parent: ParentLink):
     post = np.random.default_rng(3).random((5, 4), dtype=np.float32)
     parent.send_loss_request("seg", post)
     loss, err = parent.recv_loss_result(post.shape)
@@ -317,16 +325,10 @@ def test_fsa_and_remote_errors_on_both_protocols(ends, version):
 @pytest.mark.parametrize("version", [1, 2])
 def test_error_signal_of_the_wrong_shape_is_a_protocol_error(ends, version):
     def liar(link, log):
-        while True:
-            cmd = link.recv_command()
-            if cmd[0] == "init":
-                link.reply_init("liar", {"protocols": [1, 2]})
-            elif cmd[0] == "use_protocol":
-                link.accept_protocol(cmd[1])
-            elif cmd[0] == "get_loss_and_error_signal":
-                link.reply_loss(cmd[1], 0.0, np.zeros((cmd[2] + 1, 3), np.float32))
-            else:
-                return
+        def loss(reply, name, seg_len, post):
+            reply.loss(0.0, np.zeros((seg_len + 1, 3), np.float32))
+
+        CommandServer(link, {"get_loss_and_error_signal": loss}, name="liar").serve()
 
     t, _ = run_child(liar, ends.child)
     ends.parent.handshake("p", protocol=version)
@@ -364,7 +366,7 @@ def test_a_huge_memo_index_allocates_nothing():
 def test_array_placeholders_with_a_real_shape_are_refused():
     class Placeholder:
         def __reduce__(self):
-            return protocol._reconstruct, (np.ndarray, (2**40,), b"b")
+            return v1._reconstruct, (np.ndarray, (2**40,), b"b")
 
     data = pickle.dumps(("ok", Placeholder()), protocol=4)
     with pytest.raises(ProtocolError, match=r"shape \(0,\)"):
@@ -425,7 +427,7 @@ def test_numpy_pickles_of_arrays_in_any_byte_order_decode(dtype):
 def test_malformed_array_states_are_refused(state, message):
     class Evil:
         def __reduce__(self):
-            return protocol._reconstruct, (np.ndarray, (0,), b"b"), state
+            return v1._reconstruct, (np.ndarray, (0,), b"b"), state
 
     data = pickle.dumps(("ok", Evil()), protocol=4)
     with pytest.raises(ProtocolError, match=re.escape(message)):

@@ -15,7 +15,7 @@ import pytest
 from sprint_control.errors import ProtocolError, SprintChildError
 from sprint_control.wire import constants as _wire
 from sprint_control.wire import framing, shm
-from sprint_control.wire.protocol import Link
+from sprint_control.wire.protocol import ChildLink, ParentLink
 
 pytestmark = pytest.mark.skipif(not shm.available(), reason="no fd-shareable memory on this platform")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -104,7 +104,7 @@ class Child:
         )
         os.close(p2c_r)
         os.close(c2p_w)
-        self.link = Link(self.c2p_r, self.p2c_w, timeout=30)
+        self.link = ParentLink(self.c2p_r, self.p2c_w, timeout=30)
         self.link.handshake("test", protocol=protocol, shared=region)
 
     def close(self):
@@ -189,7 +189,7 @@ def test_small_matrices_go_inline_through_the_pipe():
         try:
             small = np.ones((4, 100), np.float32)  # 1.6 kB, far below the default threshold
             child.link.send_loss_request("s", small)
-            assert child.link._pending_shm is None and not child.link._slots
+            assert child.link.pending.shared is None and not child.link._slots
             loss, err = child.link.recv_loss_result(small.shape)
             np.testing.assert_array_equal(err, expected(small)[1])
         finally:
@@ -211,8 +211,8 @@ def test_v1_forced_parent_does_not_use_the_region(region):
 def child_link(region):
     p2c = os.pipe()
     c2p = os.pipe()
-    parent = Link(c2p[0], p2c[1], timeout=10)
-    child = Link(p2c[0], c2p[1])
+    parent = ParentLink(c2p[0], p2c[1], timeout=10)
+    child = ChildLink(p2c[0], c2p[1])
     child.shm = shm.SharedRegion.attach(region.fd, region.size)
     child.shm.inline_below = 0
     child.protocol = parent.protocol = 2
@@ -252,7 +252,7 @@ def test_a_descriptor_of_the_wrong_form_is_refused(child_link):
 def test_a_shared_request_without_a_region_is_refused():
     p2c = os.pipe()
     try:
-        child = Link(p2c[0], p2c[1])
+        child = ChildLink(p2c[0], p2c[1])
         child.protocol = 2
         framing.write_frame(p2c[1], _wire.MSG_LOSS_REQUEST, "s", np.zeros(8, np.uint64), seq=1,
                             flags=_wire.FLAG_SHM)
@@ -269,8 +269,8 @@ def test_a_mismatched_echo_is_refused_by_the_parent(child_link):
     parent.shm = child.shm
     parent.send_loss_request("s", post)
     cmd = child.recv_command()
-    desc, out = child._pending_shm
-    child._pending_shm = (desc._replace(seq=desc.seq + 1), out)  # a stale answer
+    desc, out = child._shared_answer
+    child._shared_answer = child._shared_answer._replace(descriptor=desc._replace(seq=desc.seq + 1))  # a stale one
     child.reply_loss("s", 1.0, cmd[3])
     with pytest.raises(ProtocolError, match="does not match the request"):
         parent.recv_loss_result(post.shape)
