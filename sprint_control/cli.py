@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Optional
 
 from . import __version__
+from .tools._cli import OneLineParser
 
 logger = logging.getLogger("sprint_control.cli")
 
@@ -36,7 +40,7 @@ def _bench(rest: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .tools import demo
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sprint-control",
         description="A fast, safe link between a Python training process and RASR (Sprint).",
     )
@@ -67,6 +71,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    problem = demo_args_problem(args)
+    if problem:
+        print(f"sprint-control demo: error: {problem}", file=sys.stderr)
+        return 2
     from .tools import demo
 
     try:
@@ -74,6 +82,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def demo_args_problem(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with the demo's options and what was expected, or None; checked before any
+    child is started, so a typo costs no start-up and prints no traceback."""
+    for option in ("instances", "segments", "epochs", "batch_size"):
+        value = getattr(args, option)
+        if value < 1:
+            return f"--{option.replace('_', '-')} must be at least 1, got {value}"
+    if args.num_labels is not None and args.num_labels < 1:
+        return f"--num-labels must be at least 1, got {args.num_labels}"
+    if args.sprint_exec is not None:
+        # a bare name is looked up on PATH, as the parent does when it spawns the children
+        exe = args.sprint_exec if os.sep in args.sprint_exec else shutil.which(args.sprint_exec) or args.sprint_exec
+        if not os.path.isfile(exe):
+            return f"--sprint-exec {args.sprint_exec}: no such file; expected the path of RASR's nn-trainer"
+        if not os.access(exe, os.X_OK):
+            return f"--sprint-exec {args.sprint_exec}: not executable; expected the path of RASR's nn-trainer"
+    try:
+        shlex.split(args.sprint_args)
+    except ValueError as exc:
+        return f"--sprint-args {args.sprint_args!r}: {exc}; expected arguments split like a shell command line"
+    return None
 
 
 def _setup_logging(verbose: int) -> None:

@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .textfile import read_utf8
+
 log = logging.getLogger("sprint_control.emulator.args")
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -29,6 +31,7 @@ class Option:
     default: Any
     help: str
     choices: tuple = ()
+    minimum: Optional[float] = None  # int/float options: the smallest value that makes sense
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -98,19 +101,22 @@ OPTIONS: tuple[Option, ...] = (
         "old RASR that passes neither version_number nor callback to init().",
     ),
     Option("corpus.file", "str", "", "Corpus file (text or JSON, see docs/emulator.md)."),
-    Option("corpus.synthetic", "int", 0, "Generate a synthetic corpus of N segments (used when no corpus.file)."),
+    Option(
+        "corpus.synthetic", "int", 0, "Generate a synthetic corpus of N segments (used when no corpus.file).", minimum=0
+    ),
     Option("corpus.seed", "int", 0, "Seed for the synthetic corpus and for generated features."),
     Option("corpus.name", "str", "", "Corpus name (passed as corpusName to getSegmentList)."),
-    Option("corpus.feature-dim", "int", 40, "Feature dimension of generated features."),
-    Option("corpus.min-frames", "int", 20, "Synthetic corpus: minimum frames per segment."),
-    Option("corpus.max-frames", "int", 200, "Synthetic corpus: maximum frames per segment."),
-    Option("corpus.max-symbols", "int", 6, "Synthetic corpus: maximum symbols per orthography."),
-    Option("corpus.noise", "float", 0.5, "Standard deviation of the noise added to the label embedding."),
+    Option("corpus.feature-dim", "int", 40, "Feature dimension of generated features.", minimum=1),
+    Option("corpus.min-frames", "int", 20, "Synthetic corpus: minimum frames per segment.", minimum=1),
+    Option("corpus.max-frames", "int", 200, "Synthetic corpus: maximum frames per segment.", minimum=1),
+    Option("corpus.max-symbols", "int", 6, "Synthetic corpus: maximum symbols per orthography.", minimum=1),
+    Option("corpus.noise", "float", 0.5, "Standard deviation of the noise added to the label embedding.", minimum=0),
     Option(
         "corpus.num-labels",
         "int",
         0,
         "Label count of the bench/none criteria and flow-B output dimension for them (0: the HMM count).",
+        minimum=0,
     ),
     Option("lexicon.alphabet", "str", "", "The lexicon's symbols as one string (default 'abcdefghij')."),
     Option(
@@ -118,8 +124,9 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         0,
         "Use a generated alphabet of N symbols (a-z, then CJK characters); overrides lexicon.alphabet.",
+        minimum=0,
     ),
-    Option("lexicon.states-per-symbol", "int", 3, "HMM states per symbol."),
+    Option("lexicon.states-per-symbol", "int", 3, "HMM states per symbol.", minimum=1),
     Option("lexicon.silence", "bool", True, "Optional silence before, between and after words (HMM topology)."),
     Option("log-level", "choice", "info", "Log verbosity on stderr.", ("debug", "info", "warning", "error")),
     Option("quiet", "bool", False, "Only errors on stderr (same as log-level=error)."),
@@ -141,19 +148,28 @@ def _parse_value(opt: Option, raw: str) -> Any:
         raise ArgumentError(f"option {opt.name}: expected a boolean (true/false), got {raw!r}")
     if opt.kind == "int":
         try:
-            return int(v)
+            number = int(v)
         except ValueError:
             raise ArgumentError(f"option {opt.name}: expected an integer, got {raw!r}") from None
+        return _at_least(opt, number, raw)
     if opt.kind == "float":
         try:
-            return float(v)
+            number = float(v)
         except ValueError:
             raise ArgumentError(f"option {opt.name}: expected a number, got {raw!r}") from None
+        return _at_least(opt, number, raw)
     if opt.kind == "choice":
         if v not in opt.choices:
             raise ArgumentError(f"option {opt.name}: expected one of {', '.join(opt.choices)}, got {raw!r}")
         return v
     return raw
+
+
+def _at_least(opt: Option, value, raw: str):
+    if opt.minimum is not None and not value >= opt.minimum:
+        kind = "an integer" if opt.kind == "int" else "a number"
+        raise ArgumentError(f"option {opt.name}: expected {kind} >= {opt.minimum}, got {raw!r}")
+    return value
 
 
 def _matches(key: str, name: str) -> bool:
@@ -166,19 +182,22 @@ def read_config_file(path: str) -> list[tuple[str, str]]:
     """``key = value`` entries of a RASR config file, with ``[selector]`` section prefixes."""
     entries: list[tuple[str, str]] = []
     section = ""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            if line.startswith("[") and line.endswith("]"):
-                section = line[1:-1].strip()
-                continue
-            if "=" not in line:
-                raise ArgumentError(f"{path}:{lineno}: expected 'key = value', got {line!r}")
-            k, v = line.split("=", 1)
-            k = k.strip()
-            entries.append((f"{section}.{k}" if section else k, v.strip()))
+    try:
+        text = read_utf8(path, "config file", "a RASR config file in UTF-8 text", ArgumentError)
+    except OSError as exc:
+        raise ArgumentError(f"config file {path}: {exc.strerror or exc}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        if "=" not in line:
+            raise ArgumentError(f"{path}:{lineno}: expected 'key = value', got {line!r}")
+        k, v = line.split("=", 1)
+        k = k.strip()
+        entries.append((f"{section}.{k}" if section else k, v.strip()))
     return entries
 
 

@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from .lexicon import Lexicon
+from .textfile import read_utf8
 
 log = logging.getLogger("sprint_control.emulator.corpus")
 
@@ -83,10 +84,6 @@ class Corpus:
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.segments]
-
-    @property
-    def has_alignments(self) -> bool:
-        return bool(self.segments) and all(s.alignment is not None for s in self.segments)
 
     def segments_info(self) -> dict:
         return {s.name: s.info() for s in self.segments}
@@ -178,13 +175,20 @@ def _finish(
     segments = []
     for item in raw:
         seg_name = str(item["name"])
-        T = int(item["num_frames"])
+        try:
+            T = int(item["num_frames"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: segment {seg_name!r}: num_frames must be a whole number, got"
+                             f" {item['num_frames']!r}") from None
         if T < 0:
             raise ValueError(f"{source}: segment {seg_name!r} has a negative frame count")
         orth = str(item["orth"])
         alignment = item.get("alignment")
         if alignment is not None:
-            alignment = np.asarray(alignment, dtype=np.int64)
+            try:
+                alignment = np.asarray(alignment, dtype=np.int64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{source}: segment {seg_name!r}: alignment must be a list of label indices") from None
             if alignment.shape != (T,):
                 raise ValueError(f"{source}: segment {seg_name!r}: alignment has {alignment.size} frames, expected {T}")
             if T and (alignment.min() < 0 or alignment.max() >= lexicon.num_hmm_labels):
@@ -195,7 +199,10 @@ def _finish(
         basis = alignment if alignment is not None else lexicon.uniform_alignment(orth, T)
         feats = _features(basis, T, emb, rng, noise)
         segments.append(Segment(seg_name, orth, T, alignment, feats, item.get("speaker")))
-    return Corpus(name, segments, feature_dim)
+    try:
+        return Corpus(name, segments, feature_dim)
+    except ValueError as exc:  # a duplicate name: say which file holds it
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def load_corpus(
@@ -210,20 +217,27 @@ def load_corpus(
     """Reads a text or JSON corpus file (format in the module docstring); JSON if it starts with
     ``[`` or ``{``."""
     lexicon = lexicon or Lexicon()
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_utf8(path, "corpus file", "a text or JSON corpus in UTF-8")
     raw: list[dict] = []
     corpus_name = name
     if text.lstrip()[:1] in ("[", "{"):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"corpus file {path}: not valid JSON ({exc})") from None
         if isinstance(data, dict):
             corpus_name = corpus_name or data.get("name")
             data = data.get("segments", [])
+        if not isinstance(data, list):
+            raise ValueError(f"corpus file {path}: 'segments' must be a list of segment objects")
         for i, item in enumerate(data):
             if not isinstance(item, dict) or "name" not in item or "num_frames" not in item:
-                raise ValueError(f"{path}: segment #{i} must be an object with 'name' and 'num_frames'")
-            orth = item.get("orth", item.get("orthography", ""))
-            raw.append({**item, "orth": orth})
+                raise ValueError(f"corpus file {path}: segment #{i} must be an object with 'name' and 'num_frames'")
+            if "orth" not in item and "orthography" not in item:
+                # RASR needs the orthography of every segment; an empty one would train on silence
+                raise ValueError(f"corpus file {path}: segment #{i} ({item['name']!r}) has no 'orth'"
+                                 " (or 'orthography'): expected its transcription")
+            raw.append({**item, "orth": item.get("orth", item.get("orthography"))})
     else:
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):

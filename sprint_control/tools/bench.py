@@ -20,16 +20,15 @@ transport, not arithmetic), and the parent has that answer as an ndarray. The ch
 emulator (``python -m sprint_control.emulator``) driven through ``SprintSubprocessInstance`` when that
 is installed, else the small pipe child of this module (``--pipe-child``).
 
-``--json FILE`` writes the same figures. The module also serves the asv suite in ``benchmarks/``.
+The command line, the table and ``--json FILE`` are in ``bench_cli``. The module also serves the asv
+suite in ``benchmarks/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import platform
 import select
 import statistics
 import subprocess
@@ -56,7 +55,6 @@ __all__ = [
     "expected_error_signal",
     "measure_sizes",
     "peak_rss_of_roundtrip",
-    "format_table",
     "main",
 ]
 
@@ -399,11 +397,11 @@ class EmulatorPeer(_Peer):
 
 
 def _new_region(transport: str) -> Optional[SharedRegion]:
-    """A region for the shared-memory transports, as a user gets it: matrices below its
-    ``inline_below`` threshold (128 KiB) still travel inline through the pipe."""
+    """A region for the shared-memory transports, as a user gets it (the default size): matrices
+    below its ``inline_below`` threshold (``shm.DEFAULT_INLINE_BELOW``) still travel inline through the pipe."""
     if transport not in SHM_TRANSPORTS:
         return None
-    return SharedRegion.create(64 << 20)
+    return SharedRegion.create()
 
 
 def two_memcpy_seconds(posteriors: np.ndarray, rounds: int = 5) -> float:
@@ -534,6 +532,8 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
     """
     if child not in CHILDREN:
         raise ValueError(f"unknown child {child!r}: expected one of {CHILDREN}")
+    if repeats is not None and repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     bad = [t for t in transports if t not in CHILD_TRANSPORTS[child]]
     if bad:
         raise ValueError(f"the {child} child does not speak {bad}: choose from {CHILD_TRANSPORTS[child]}")
@@ -653,115 +653,16 @@ def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2", child:
     return res
 
 
-# ---------------------------------------------------------------------------------------------
-# The table
-
-
-def _fmt_rate(x: float) -> str:
-    if x >= 1000:
-        return f"{x:,.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
-
-
-def format_table(rows: list[dict], transports: Sequence[str] = TRANSPORTS) -> str:
-    """One table a person can read: a row per size, segments/s and GB/s per transport, ratios, RSS."""
-    heads = ["size (T, L)", "MB each way"]
-    for t in transports:
-        heads += [f"{t} seg/s", f"{t} GB/s"]
-    ratios = [o for o in ("bare", "v1", "v1c") if o in transports and "v2" in transports]
-    shm_ratios = [t for t in SHM_TRANSPORTS if t in transports and "v2" in transports]
-    heads += [f"v2/{o}" for o in ratios] + [f"{t}/v2" for t in shm_ratios]
-    if "shm-region" in transports:
-        heads.append("shm-region time / 2 memcpy")
-    heads += ["peak RSS MiB", "in+out MiB"]
-    lines = []
-    for r in rows:
-        cells = [f"({r['time']}, {r['labels']})", f"{r['bytes_each_way'] / 1e6:.2f}"]
-        for t in transports:
-            f = r.get(t)
-            cells += [_fmt_rate(f["segments_per_s"]), f"{f['gb_per_s']:.2f}"] if f else ["-", "-"]
-        for o in ratios:
-            k = f"v2_over_{o}"
-            cells.append(f"{r[k]:.2f}" if k in r else "-")
-        for t in shm_ratios:
-            k = f"{t}_over_v2"
-            cells.append(f"{r[k]:.2f}" if k in r else "-")
-        if "shm-region" in transports:
-            k = "shm-region_over_two_memcpy"
-            cells.append(f"{r[k]:.2f}" if k in r else "-")
-        rss = r.get("peak_rss")
-        cells.append(f"{rss['growth_bytes'] / 2**20:.1f}" if rss else "-")
-        cells.append(f"{rss['arrays_bytes'] / 2**20:.1f}" if rss else "-")
-        lines.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(heads)]
-    out = ["| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(heads)) + " |",
-           "|" + "|".join("-" * (wd + 2) for wd in widths) + "|"]
-    for c in lines:
-        out.append("| " + " | ".join(c[i].rjust(widths[i]) for i in range(len(heads))) + " |")
-    return "\n".join(out)
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        t, l_ = text.lower().replace("x", ",").split(",")
-        return int(t), int(l_)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be TIME,LABELS (e.g. 1000,9001), got {text!r}") from None
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    """``sprint-control bench [--sizes T,L ...] [--budget S] [--json FILE]``."""
+    """``sprint-control bench``: the child modes of this module, else the command (``bench_cli``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--pipe-child"]:
         return _child_main(argv[1:])
     if argv[:1] == ["--rss-probe"]:
         return _rss_probe(argv[1:])
-    ap = argparse.ArgumentParser(prog="sprint-control bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", nargs="+", type=_parse_size, default=list(SIZES), metavar="T,L",
-                    help="(time, label) sizes, float32 (default: the suite's five)")
-    ap.add_argument("--child", choices=CHILDREN, default="emulator",
-                    help="emulator: the RASR emulator through SprintSubprocessInstance, as a user runs it"
-                         " (default); pipe: a minimal child that measures the transport alone")
-    ap.add_argument("--criterion", default="bench",
-                    help="the emulator's --*.training-criterion (default bench: cheap, any label count)")
-    ap.add_argument("--budget", type=float, default=1.0,
-                    help="rough seconds per size and transport (more rounds: steadier medians)")
-    ap.add_argument("--repeats", type=int, default=None, help="round trips per transport and size (overrides --budget)")
-    ap.add_argument("--transports", nargs="+", choices=TRANSPORTS, default=None,
-                    help="default: every transport the child speaks (v2 v1 bare shm shm-region; pipe: also v1c)")
-    ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS probe (one fresh process per size)")
-    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
-    args = ap.parse_args(argv)
-    transports = args.transports or list(CHILD_TRANSPORTS[args.child])
-    bad = [t for t in transports if t not in CHILD_TRANSPORTS[args.child]]
-    if bad:
-        ap.error(f"the {args.child} child does not speak {' '.join(bad)}")
-    rows = measure_sizes(args.sizes, transports, budget=args.budget, repeats=args.repeats, child=args.child,
-                         criterion=args.criterion)
-    if not args.no_rss:
-        for r in rows:
-            r["peak_rss"] = peak_rss_of_roundtrip(r["time"], r["labels"], "v2", args.child)
-    if args.child == "emulator":
-        who = (f"child: RASR emulator (criterion {args.criterion}) via SprintSubprocessInstance;"
-               " v1 = this package's v1 on both ends; bare = bare readv/writev on a pipe child")
-    else:
-        who = "child: minimal pipe child (transport only); v1 = RETURNN's writer both ways, v1c = C pickler"
-    print(f"sprint_control bench: framing core {framing.IMPLEMENTATION}, {os.cpu_count()} cores,"
-          f" Python {platform.python_version()}, numpy {np.__version__}")
-    print(who)
-    print("round trip = parent sends (T, L) float32 posteriors, child answers a same-shape error signal;"
-          " medians of interleaved rounds; GB/s counts both directions; peak RSS = parent's growth in one v2"
-          " round trip")
-    print(format_table(rows, transports))
-    if args.json:
-        doc = {"implementation": framing.IMPLEMENTATION, "child": args.child, "criterion": args.criterion,
-               "transports": transports, "cpu_count": os.cpu_count(), "python": platform.python_version(),
-               "numpy": np.__version__, "rows": rows}
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-    return 0
+    from .bench_cli import run
+
+    return run(argv)
 
 
 if __name__ == "__main__":

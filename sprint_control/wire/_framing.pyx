@@ -35,6 +35,46 @@ cdef extern from "<errno.h>":
     int ETIMEDOUT
 
 cdef extern from "frame.h":
+    # Every number of the wire layout comes from the header, so the core cannot drift from it;
+    # WIRE_CONSTANTS below exposes them for the test that holds the twin's constants.py to them.
+    char SC_MAGIC0, SC_MAGIC1, SC_MAGIC2, SC_MAGIC3
+    enum:
+        SC_VERSION
+        SC_HEADER_SIZE
+        SC_MAX_NDIM
+    enum:
+        SC_MSG_LOSS_REQUEST
+        SC_MSG_LOSS_RESULT
+        SC_MSG_FSA_REQUEST
+        SC_MSG_FSA_RESULT
+        SC_MSG_CONTROL
+        SC_MSG_ERROR
+        SC_MSG_EXIT
+        SC_MSG_MAX
+    enum:
+        SC_DTYPE_NONE
+        SC_DTYPE_FLOAT32
+        SC_DTYPE_UINT32
+        SC_DTYPE_FLOAT64
+        SC_DTYPE_INT32
+        SC_DTYPE_UINT8
+        SC_DTYPE_UINT64
+        SC_DTYPE_MAX
+    unsigned int SC_FLAG_SKIPPED, SC_FLAG_SHM, SC_FLAG_KNOWN
+    enum:
+        SC_OK
+        SC_ERR_MAGIC
+        SC_ERR_VERSION
+        SC_ERR_TYPE
+        SC_ERR_DTYPE
+        SC_ERR_NDIM
+        SC_ERR_FLAGS
+        SC_ERR_NAME_TOO_LONG
+        SC_ERR_PAYLOAD_TOO_LARGE
+        SC_ERR_SHAPE_UNUSED
+        SC_ERR_PAYLOAD_MISMATCH
+        SC_ERR_NO_ARRAY
+        SC_ERR_DIM_TOO_LARGE
     ctypedef struct sc_frame_header:
         char magic[4]
         uint8_t version
@@ -46,7 +86,7 @@ cdef extern from "frame.h":
         uint64_t payload_len
         double value
         uint64_t seq
-        uint64_t shape[3]
+        uint64_t shape[SC_MAX_NDIM]
     int sc_header_check(const sc_frame_header *h, uint64_t max_payload, uint32_t max_name) nogil
     size_t sc_name_padding(uint32_t name_len) nogil
 
@@ -69,10 +109,52 @@ IMPLEMENTATION = "cython"
 #: Counters of the framing layer (conversions: arrays that had to be copied before sending).
 stats = {"conversions": 0}
 
-DEF HEADER_SIZE = 64
-DEF MAX_NDIM = 3
-DEF STACK_IOVS = 64
+#: The wire constants as the compiled core sees them in csrc/frame.h, under the names of
+#: wire/constants.py (the twin's definition); tests/wire/test_constants.py compares the two.
+WIRE_CONSTANTS = {
+    "MAGIC": bytes([SC_MAGIC0, SC_MAGIC1, SC_MAGIC2, SC_MAGIC3]),
+    "VERSION": SC_VERSION,
+    "HEADER_SIZE": SC_HEADER_SIZE,
+    "MAX_NDIM": SC_MAX_NDIM,
+    "MSG_LOSS_REQUEST": SC_MSG_LOSS_REQUEST,
+    "MSG_LOSS_RESULT": SC_MSG_LOSS_RESULT,
+    "MSG_FSA_REQUEST": SC_MSG_FSA_REQUEST,
+    "MSG_FSA_RESULT": SC_MSG_FSA_RESULT,
+    "MSG_CONTROL": SC_MSG_CONTROL,
+    "MSG_ERROR": SC_MSG_ERROR,
+    "MSG_EXIT": SC_MSG_EXIT,
+    "MSG_MAX": SC_MSG_MAX,
+    "DTYPE_NONE": SC_DTYPE_NONE,
+    "DTYPE_FLOAT32": SC_DTYPE_FLOAT32,
+    "DTYPE_UINT32": SC_DTYPE_UINT32,
+    "DTYPE_FLOAT64": SC_DTYPE_FLOAT64,
+    "DTYPE_INT32": SC_DTYPE_INT32,
+    "DTYPE_UINT8": SC_DTYPE_UINT8,
+    "DTYPE_UINT64": SC_DTYPE_UINT64,
+    "DTYPE_MAX": SC_DTYPE_MAX,
+    "FLAG_SKIPPED": SC_FLAG_SKIPPED,
+    "FLAG_SHM": SC_FLAG_SHM,
+    "KNOWN_FLAGS": SC_FLAG_KNOWN,
+    "OK": SC_OK,
+    "ERR_MAGIC": SC_ERR_MAGIC,
+    "ERR_VERSION": SC_ERR_VERSION,
+    "ERR_TYPE": SC_ERR_TYPE,
+    "ERR_DTYPE": SC_ERR_DTYPE,
+    "ERR_NDIM": SC_ERR_NDIM,
+    "ERR_FLAGS": SC_ERR_FLAGS,
+    "ERR_NAME_TOO_LONG": SC_ERR_NAME_TOO_LONG,
+    "ERR_PAYLOAD_TOO_LARGE": SC_ERR_PAYLOAD_TOO_LARGE,
+    "ERR_SHAPE_UNUSED": SC_ERR_SHAPE_UNUSED,
+    "ERR_PAYLOAD_MISMATCH": SC_ERR_PAYLOAD_MISMATCH,
+    "ERR_NO_ARRAY": SC_ERR_NO_ARRAY,
+    "ERR_DIM_TOO_LARGE": SC_ERR_DIM_TOO_LARGE,
+}
 
+# iovecs on the stack before write_frame/_read_body fall back to malloc (row-strided matrices)
+cdef enum:
+    STACK_IOVS = 64
+
+# the padding after a name is at most 7 bytes (sc_name_padding)
 cdef char ZERO_PAD[8]
 memset(ZERO_PAD, 0, 8)
 cdef char SCRATCH_PAD[8]
@@ -84,7 +166,7 @@ cdef object _tuple_new = tuple.__new__
 
 
 cdef str _decode_name(const char *buf, Py_ssize_t n):
-    """The segment name; invalid UTF-8 raises the same ProtocolError as the twin (via _wire)."""
+    """The segment name; invalid UTF-8 raises the same ProtocolError as the twin (via wire.constants)."""
     if n == 0:
         return ""
     try:
@@ -98,17 +180,17 @@ cdef inline int _code_of(cnp.ndarray arr) except -1:
     cdef int t = cnp.PyArray_TYPE(arr)
     cdef int code
     if t == cnp.NPY_FLOAT32:
-        code = 1
+        code = SC_DTYPE_FLOAT32
     elif t == cnp.NPY_UINT32:
-        code = 2
+        code = SC_DTYPE_UINT32
     elif t == cnp.NPY_FLOAT64:
-        code = 3
+        code = SC_DTYPE_FLOAT64
     elif t == cnp.NPY_INT32:
-        code = 4
+        code = SC_DTYPE_INT32
     elif t == cnp.NPY_UINT8:
-        code = 5
+        code = SC_DTYPE_UINT8
     elif t == cnp.NPY_UINT64:
-        code = 6
+        code = SC_DTYPE_UINT64
     else:
         return w.wire_dtype_code(arr.dtype)  # raises TypeError for dtypes we cannot frame
     if not cnp.PyArray_ISNOTSWAPPED(arr):
@@ -117,15 +199,15 @@ cdef inline int _code_of(cnp.ndarray arr) except -1:
 
 
 cdef inline int _typenum_of(int code):
-    if code == 1:
+    if code == SC_DTYPE_FLOAT32:
         return cnp.NPY_FLOAT32
-    if code == 2:
+    if code == SC_DTYPE_UINT32:
         return cnp.NPY_UINT32
-    if code == 3:
+    if code == SC_DTYPE_FLOAT64:
         return cnp.NPY_FLOAT64
-    if code == 4:
+    if code == SC_DTYPE_INT32:
         return cnp.NPY_INT32
-    if code == 6:
+    if code == SC_DTYPE_UINT64:
         return cnp.NPY_UINT64
     return cnp.NPY_UINT8
 
@@ -168,8 +250,8 @@ cdef cnp.ndarray _prepare_send(object array, int *code, int *rows):
         arr = <cnp.ndarray>array
     else:
         arr = np.asarray(array)
-    if cnp.PyArray_NDIM(arr) > MAX_NDIM:
-        raise ValueError(f"arrays with {arr.ndim} dimensions cannot be framed: at most {MAX_NDIM}")
+    if cnp.PyArray_NDIM(arr) > SC_MAX_NDIM:
+        raise ValueError(f"arrays with {arr.ndim} dimensions cannot be framed: at most {SC_MAX_NDIM}")
     code[0] = _code_of(arr)
     if code[0] == -2:
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -208,12 +290,12 @@ cdef int _array_iovs(cnp.ndarray arr, int rows, iovec *iov):
 cdef void _fill_header(sc_frame_header *h, int msg_type, Py_ssize_t name_len, cnp.ndarray arr, int code,
                        double value, uint64_t seq, uint32_t flags):
     cdef int i
-    memset(h, 0, HEADER_SIZE)
-    h.magic[0] = b'S'
-    h.magic[1] = b'C'
-    h.magic[2] = b'F'
-    h.magic[3] = b'2'
-    h.version = 2
+    memset(h, 0, SC_HEADER_SIZE)
+    h.magic[0] = SC_MAGIC0
+    h.magic[1] = SC_MAGIC1
+    h.magic[2] = SC_MAGIC2
+    h.magic[3] = SC_MAGIC3
+    h.version = SC_VERSION
     h.type = <uint8_t>msg_type
     h.flags = flags
     h.name_len = <uint32_t>name_len
@@ -244,13 +326,11 @@ def write_frame(int fd, int msg_type, name="", array=None, double value=0.0, uin
     cdef bytes name_b = _name_bytes(name)
     cdef Py_ssize_t name_len = len(name_b)
     cdef cnp.ndarray arr = None
-    cdef int code = 0, rows = 0, i, n_iov
+    cdef int code = 0, rows = 0, n_iov
     cdef sc_frame_header h
     cdef iovec stack_iov[STACK_IOVS]
     cdef iovec *iov = stack_iov
     cdef sc_iov_cursor cur
-    cdef char *data
-    cdef Py_ssize_t stride0, rowbytes
     cdef double deadline = _deadline(timeout)
     if name_len > 0xFFFFFFFF:
         raise ValueError("segment name too long")
@@ -264,7 +344,7 @@ def write_frame(int fd, int msg_type, name="", array=None, double value=0.0, uin
             raise MemoryError()
     try:
         iov[0].iov_base = &h
-        iov[0].iov_len = HEADER_SIZE
+        iov[0].iov_len = SC_HEADER_SIZE
         iov[1].iov_base = PyBytes_AS_STRING(name_b)
         iov[1].iov_len = name_len
         iov[2].iov_base = ZERO_PAD
@@ -296,13 +376,13 @@ def encode_frame(int msg_type, name="", array=None, double value=0.0, uint64_t s
         arr = _prepare_send(array, &code, &rows)
     _fill_header(&h, msg_type, name_len, arr, code, value, seq, flags)
     pad = sc_name_padding(<uint32_t>name_len)
-    total = HEADER_SIZE + name_len + pad + <Py_ssize_t>h.payload_len
+    total = SC_HEADER_SIZE + name_len + pad + <Py_ssize_t>h.payload_len
     result = PyBytes_FromStringAndSize(NULL, total)
     out = PyBytes_AS_STRING(result)
-    memcpy(out, &h, HEADER_SIZE)
-    memcpy(out + HEADER_SIZE, PyBytes_AS_STRING(name_b), name_len)
-    memset(out + HEADER_SIZE + name_len, 0, pad)
-    out += HEADER_SIZE + name_len + pad
+    memcpy(out, &h, SC_HEADER_SIZE)
+    memcpy(out + SC_HEADER_SIZE, PyBytes_AS_STRING(name_b), name_len)
+    memset(out + SC_HEADER_SIZE + name_len, 0, pad)
+    out += SC_HEADER_SIZE + name_len + pad
     if arr is not None:
         src = <char *>cnp.PyArray_DATA(arr)
         if rows == 0:
@@ -321,7 +401,7 @@ cdef tuple _fields(sc_frame_header *h):
 
 cdef int _check(sc_frame_header *h, uint64_t max_payload, uint32_t max_name) except -1:
     cdef int rc = sc_header_check(h, max_payload, max_name)
-    if rc != 0:
+    if rc != SC_OK:
         raise w.header_error(rc, _fields(h), max_payload, max_name)
     return 0
 
@@ -345,19 +425,19 @@ def decode_frame(buffer, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD, uint32_t ma
     cdef const unsigned char[::1] mv = memoryview(buffer).cast("B")
     cdef Py_ssize_t n = mv.shape[0], start, total
     cdef sc_frame_header h
-    if n < HEADER_SIZE:
-        raise TruncatedFrameError("frame header", HEADER_SIZE, n)
-    memcpy(&h, &mv[0], HEADER_SIZE)
+    if n < SC_HEADER_SIZE:
+        raise TruncatedFrameError("frame header", SC_HEADER_SIZE, n)
+    memcpy(&h, &mv[0], SC_HEADER_SIZE)
     _check(&h, max_payload, max_name)
-    start = HEADER_SIZE + h.name_len + sc_name_padding(h.name_len)
+    start = SC_HEADER_SIZE + h.name_len + sc_name_padding(h.name_len)
     total = start + <Py_ssize_t>h.payload_len
     if n < total:
         raise TruncatedFrameError("frame", total, n)
     if n > total:
         raise ProtocolError(f"{n - total} trailing bytes after a frame of {total} bytes")
-    name = w.decode_name(bytes(mv[HEADER_SIZE:HEADER_SIZE + h.name_len]))
+    name = w.decode_name(bytes(mv[SC_HEADER_SIZE:SC_HEADER_SIZE + h.name_len]))
     header = _make_header(&h, name)
-    if h.dtype == 0:
+    if h.dtype == SC_DTYPE_NONE:
         return header, None
     arr = np.frombuffer(memoryview(buffer).cast("B")[start:total], dtype=header.dtype).reshape(header.shape)
     return header, arr
@@ -368,7 +448,7 @@ cdef int _read_head(int fd, sc_frame_header *h, uint64_t max_payload, uint32_t m
     cdef iovec v
     cdef sc_iov_cursor cur
     v.iov_base = h
-    v.iov_len = HEADER_SIZE
+    v.iov_len = SC_HEADER_SIZE
     cur.iov = &v
     cur.count = 1
     cur.index = 0
@@ -376,13 +456,13 @@ cdef int _read_head(int fd, sc_frame_header *h, uint64_t max_payload, uint32_t m
     if _transfer(fd, &cur, deadline, False) == 1:
         if cur.done == 0:
             raise EOFError("pipe closed by the peer (no further frame)")
-        raise TruncatedFrameError("frame header", HEADER_SIZE, cur.done)
+        raise TruncatedFrameError("frame header", SC_HEADER_SIZE, cur.done)
     _check(h, max_payload, max_name)
     return 0
 
 
 cdef cnp.ndarray _fresh(sc_frame_header *h):
-    cdef cnp.npy_intp dims[3]
+    cdef cnp.npy_intp dims[SC_MAX_NDIM]
     cdef int i
     for i in range(h.ndim):
         dims[i] = <cnp.npy_intp>h.shape[i]
@@ -402,7 +482,7 @@ cdef int _out_rows(cnp.ndarray out) except -2:
 
 cdef bint _out_fits(sc_frame_header *h, cnp.ndarray out):
     cdef int i
-    if h.dtype == 0 or cnp.PyArray_NDIM(out) != h.ndim:
+    if h.dtype == SC_DTYPE_NONE or cnp.PyArray_NDIM(out) != h.ndim:
         return False
     if cnp.PyArray_TYPE(out) != _typenum_of(h.dtype) or not cnp.PyArray_ISNOTSWAPPED(out):
         return False
@@ -427,13 +507,11 @@ cdef cnp.ndarray _read_body(int fd, sc_frame_header *h, char *name_buf, object o
     cdef cnp.ndarray dest = None
     cdef cnp.ndarray out_arr
     cdef bint mismatch = False
-    cdef int rows = 0, i, n_iov
+    cdef int rows = 0, n_iov
     cdef iovec stack_iov[STACK_IOVS]
     cdef iovec *iov = stack_iov
     cdef sc_iov_cursor cur
     cdef size_t pad = sc_name_padding(h.name_len), head_len
-    cdef char *data
-    cdef Py_ssize_t stride0, rowbytes
     if out is not None:
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
@@ -441,11 +519,11 @@ cdef cnp.ndarray _read_body(int fd, sc_frame_header *h, char *name_buf, object o
         if _out_fits(h, out_arr):
             rows = _out_rows(out_arr)
             dest = out_arr
-        elif h.dtype == 0 and cnp.PyArray_SIZE(out_arr) == 0:
+        elif h.dtype == SC_DTYPE_NONE and cnp.PyArray_SIZE(out_arr) == 0:
             dest = None
         else:
             mismatch = True
-    if dest is None and h.dtype != 0:
+    if dest is None and h.dtype != SC_DTYPE_NONE:
         rows = 0
         dest = _fresh(h)
     n_iov = 2 + (rows if rows > 0 else 1)
@@ -531,7 +609,7 @@ def read_payload(int fd, header, out=None, timeout=None):
     cdef sc_frame_header h
     cdef int i
     cdef double deadline = _deadline(timeout)
-    memset(&h, 0, HEADER_SIZE)
+    memset(&h, 0, SC_HEADER_SIZE)
     h.type = header.msg_type
     if header.dtype is not None:
         h.dtype = w.CODE_OF_DTYPE[header.dtype]

@@ -1,7 +1,10 @@
-"""Constants of wire protocol v2 shared by the compiled core and its pure-Python twin.
+"""Constants of wire protocol v2 for the pure-Python twin, and the wording of every header error.
 
-The layout itself is documented once, in ``csrc/frame.h`` and ``docs/protocol.md``; this module
-mirrors its numbers and owns the wording of every header error, so both twins say the same thing.
+``csrc/frame.h`` defines the layout for the compiled core, which declares its numbers from that
+header (``_framing.WIRE_CONSTANTS``); this module is the twin's definition of the same numbers.
+``tests/wire/test_constants.py`` checks that they agree with the header and with the compiled core,
+so a number changed in one place fails the tests until it is changed in the other.
+Both twins raise the header errors worded here, so they say the same thing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ MSG_FSA_RESULT = 4
 MSG_CONTROL = 5
 MSG_ERROR = 6
 MSG_EXIT = 7
+MSG_MAX = MSG_EXIT
 MSG_NAMES = {
     MSG_LOSS_REQUEST: "LOSS_REQUEST",
     MSG_LOSS_RESULT: "LOSS_RESULT",
@@ -43,15 +47,22 @@ FLAG_SKIPPED = 0x1
 FLAG_SHM = 0x2
 KNOWN_FLAGS = FLAG_SKIPPED | FLAG_SHM
 
-# dtype code <-> numpy dtype (little-endian, as on the wire).
+# Array element types; dtype code <-> numpy dtype (little-endian, as on the wire).
 DTYPE_NONE = 0
+DTYPE_FLOAT32 = 1
+DTYPE_UINT32 = 2
+DTYPE_FLOAT64 = 3
+DTYPE_INT32 = 4
+DTYPE_UINT8 = 5
+DTYPE_UINT64 = 6  # shared-memory descriptors
+DTYPE_MAX = DTYPE_UINT64
 DTYPE_CODES = {
-    1: np.dtype("<f4"),
-    2: np.dtype("<u4"),
-    3: np.dtype("<f8"),
-    4: np.dtype("<i4"),
-    5: np.dtype("u1"),
-    6: np.dtype("<u8"),
+    DTYPE_FLOAT32: np.dtype("<f4"),
+    DTYPE_UINT32: np.dtype("<u4"),
+    DTYPE_FLOAT64: np.dtype("<f8"),
+    DTYPE_INT32: np.dtype("<i4"),
+    DTYPE_UINT8: np.dtype("u1"),
+    DTYPE_UINT64: np.dtype("<u8"),
 }
 CODE_OF_DTYPE = {dt: code for code, dt in DTYPE_CODES.items()}
 
@@ -102,7 +113,7 @@ def check_header_fields(fields: tuple, max_payload: int, max_name: int) -> int:
         return ERR_MAGIC
     if version != VERSION:
         return ERR_VERSION
-    if not 1 <= msg_type <= MSG_EXIT:
+    if not 1 <= msg_type <= MSG_MAX:
         return ERR_TYPE
     if dtype != DTYPE_NONE and dtype not in DTYPE_CODES:
         return ERR_DTYPE
@@ -136,9 +147,9 @@ def header_error(code: int, fields: tuple, max_payload: int, max_name: int) -> P
     elif code == ERR_VERSION:
         msg = f"unknown frame version {version}: this side speaks version {VERSION}"
     elif code == ERR_TYPE:
-        msg = f"unknown message type {msg_type}: expected 1..{MSG_EXIT}"
+        msg = f"unknown message type {msg_type}: expected 1..{MSG_MAX}"
     elif code == ERR_DTYPE:
-        msg = f"unknown dtype code {dtype}: expected 0..{max(DTYPE_CODES)}"
+        msg = f"unknown dtype code {dtype}: expected 0..{DTYPE_MAX}"
     elif code == ERR_NDIM:
         msg = f"array has ndim {ndim}: at most {MAX_NDIM} dimensions are allowed"
     elif code == ERR_FLAGS:

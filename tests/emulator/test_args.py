@@ -109,3 +109,43 @@ def test_docs_describe_every_option():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "emulator.md").read_text()
     for o in OPTIONS:
         assert f"`{o.name}`" in doc, f"docs/emulator.md does not describe {o.name}"
+
+
+def test_a_config_file_that_is_not_utf8_is_refused_naming_it(tmp_path):
+    f = tmp_path / "train.config"
+    f.write_bytes(b"[*]\npymod-name = caf\xe9\n")
+    with pytest.raises(ArgumentError, match=r"train\.config: byte 0xe9 at offset 20 is not UTF-8"):
+        parse_args([f"--config={f}"])
+
+
+@pytest.mark.parametrize("arg,words", [
+    ("--*.corpus.synthetic=-5", ["corpus.synthetic", ">= 0", "'-5'"]),
+    ("--*.corpus.feature-dim=0", ["corpus.feature-dim", ">= 1"]),
+    ("--*.lexicon.states-per-symbol=0", ["lexicon.states-per-symbol", ">= 1"]),
+    ("--*.corpus.noise=-0.5", ["corpus.noise", "a number >= 0"]),
+])
+def test_counts_below_their_minimum_are_refused(arg, words):
+    with pytest.raises(ArgumentError) as err:
+        parse_args([arg])
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_the_emulator_reports_a_bad_config_file_in_one_line(run_emulator, tmp_path):
+    f = tmp_path / "latin1.config"
+    f.write_bytes(b"pymod-config = \xff\n")
+    run = run_emulator(f"--config={f}")
+    assert run.returncode == 1  # RASR's status for a critical error
+    assert run.stderr.strip().splitlines() == [
+        f"[emulator] critical error: config file {f}: byte 0xff at offset 15 is not UTF-8;"
+        " expected a RASR config file in UTF-8 text"
+    ]
+
+
+def test_the_emulator_refuses_a_json_segment_without_orth_naming_file_and_segment(run_emulator, tmp_path):
+    f = tmp_path / "corpus.json"
+    f.write_text('[{"name": "rec/1", "orth": "ab", "num_frames": 9}, {"name": "rec/2", "num_frames": 9}]')
+    run = run_emulator(f"--*.corpus.file={f}")
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert f"corpus file {f}: segment #1 ('rec/2') has no 'orth'" in run.stderr

@@ -115,3 +115,31 @@ def test_bad_text_corpus(tmp_path, text, match):
     p.write_text(text)
     with pytest.raises(ValueError, match=match):
         load_corpus(str(p))
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ('[{"name": "s1", "num_frames": 5}]', ["segment #0", "'s1'", "no 'orth'"]),
+        ('[{"name": "s1", "num_frames": 5, ', ["not valid JSON"]),
+        ('{"segments": {"name": "s1"}}', ["'segments' must be a list"]),
+        ('[{"name": "s1", "orth": "a", "num_frames": "many"}]', ["'s1'", "num_frames must be a whole number"]),
+        ('[{"name": "s1", "orth": "a", "num_frames": 2, "alignment": "zero one"}]', ["'s1'", "alignment"]),
+        ('[{"name": "s", "orth": "a", "num_frames": 2}, {"name": "s", "orth": "b", "num_frames": 2}]',
+         ["duplicate segment name 's'"]),
+        (b"a\t3\tab\xff\n", ["byte 0xff", "not UTF-8"]),
+    ],
+    ids=["json-without-orth", "json-broken", "json-segments-not-a-list", "json-frames-not-a-number",
+         "json-alignment-not-numbers", "json-duplicate", "not-utf8"],
+)
+def test_corpus_file_errors_name_the_file(tmp_path, content, words):
+    p = tmp_path / "my-corpus.json"
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        p.write_text(content)
+    with pytest.raises(ValueError) as err:
+        load_corpus(str(p))
+    assert str(p) in str(err.value)
+    for word in words:
+        assert word in str(err.value)

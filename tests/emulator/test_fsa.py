@@ -3,12 +3,43 @@ both twins (against brute-force enumeration of all frame label sequences)."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from sprint_control import _env
+from sprint_control.emulator import fsa
 from sprint_control.emulator.lexicon import Lexicon, make_alphabet
+
+# -- the public API is the same on both implementations ------------------------------------------
+
+
+def test_both_implementations_offer_the_fixed_api(fsa_impl):
+    missing = [name for name in fsa.API if not hasattr(fsa_impl, name)]
+    assert not missing, f"{fsa_impl.__name__} lacks {missing}"
+    assert fsa_impl.IMPLEMENTATION in ("cython", "python")
+
+
+def test_compiled_kernel_is_active_unless_pure_python_is_forced():
+    expected = "python" if _env.pure_python_forced() else "cython"
+    assert fsa.IMPLEMENTATION == expected
+
+
+@pytest.mark.parametrize("forced", ["1", "0"])
+def test_the_env_var_selects_the_kernel_in_a_fresh_process(forced):
+    env = dict(os.environ, **{_env.PURE_PYTHON: forced})
+    out = subprocess.run([sys.executable, "-c", "from sprint_control.emulator import fsa; print(fsa.IMPLEMENTATION)"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    if forced == "1":
+        assert out == "python"
+    else:  # "0" does not force the twin: the kernel wherever it is built
+        built = importlib.util.find_spec("sprint_control.emulator._fsa") is not None
+        assert out == ("cython" if built else "python")
 
 
 def edge_set(export):
