@@ -160,7 +160,8 @@ ALLOWED_IMPORTS = {
     "sprint": {"base", "wire", "sprint"},
     "parent": {"base", "wire", "parent"},
     "torch": {"base", "wire", "parent", "torch"},
-    "tools": {"base", "wire", "parent", "emulator", "tools"},
+    "ray": {"base", "wire", "parent", "ray"},  # the optional extra: the parent side on a Ray cluster
+    "tools": {"base", "wire", "parent", "emulator", "ray", "tools"},
     "cli": {"base", "tools", "cli"},
     "compat": {"wire"},  # the old module paths
 }
@@ -177,7 +178,7 @@ def layer_of(module: str) -> str:
         return "sprint"
     if head in ("cli", "__main__"):
         return "cli"
-    if head in ("wire", "emulator", "parent", "torch", "tools"):
+    if head in ("wire", "emulator", "parent", "torch", "ray", "tools"):
         return head
     raise AssertionError(f"{module}: no layer known for it; add it to test_layout.layer_of")
 
