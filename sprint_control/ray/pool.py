@@ -16,8 +16,6 @@ import ray
 from ..errors import SprintControlError
 from ..parent import (
     DEFAULTS,
-    Automata,
-    BatchResult,
     SegmentResult,
     SprintPool,
     merge_automata,
@@ -25,7 +23,6 @@ from ..parent import (
 )
 from ..parent.batch import check_finite, check_real_dtype, checked_lengths, tag_names
 from ..parent.process import ExecPath
-from ..wire.protocol import PROTOCOL_V1
 from .options import RAY_GRACE, RayOptions, checked_pool_options
 from .slots import ActorSlot, collect
 
@@ -238,17 +235,15 @@ class RaySprintPool:
         self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * 4
         return loss, error_signal
 
-    def compute(self, log_posteriors: np.ndarray, seq_lengths: Sequence[int], tags: Any) -> BatchResult:
-        """Loss and error signal of a batch (see ``get_batch_loss_and_error_signal``)."""
-        before = self.bytes_moved
-        started = time.perf_counter()
-        loss, err = self.get_batch_loss_and_error_signal(log_posteriors, seq_lengths, tags)
-        return BatchResult(loss, err, time.perf_counter() - started, self.bytes_moved - before,
-                           self.protocol or PROTOCOL_V1)
+    # the typed results: SprintPool's own wrappers, over this pool's RETURNN-style calls
+    compute = SprintPool.compute
+    automata = SprintPool.automata
 
     def compute_segment(self, name: str, log_posteriors: np.ndarray) -> SegmentResult:
         """Loss and error signal of one segment, (time, label), on the actors in turn."""
         (name,) = tag_names([name])
+        if not name:
+            raise ValueError("the segment name must not be empty")
         post = np.asarray(log_posteriors)
         if post.ndim != 2:
             raise ValueError(f"log_posteriors must be a (time, label) matrix, got shape {post.shape}")
@@ -275,10 +270,6 @@ class RaySprintPool:
 
             collect(calls, self._call_bound(-(-len(names) // n)), "the automata", on_result)
         return merge_automata(parts)
-
-    def automata(self, tags: Any) -> Automata:
-        """The batch automaton (see ``get_automata_for_batch``)."""
-        return Automata(*self.get_automata_for_batch(tags))
 
     def __repr__(self) -> str:
         running = sum(s.info is not None for s in self.slots)

@@ -46,9 +46,10 @@ def _median_ms(pool: Any, post: np.ndarray, repeats: int) -> float:
 
 
 def measure_ray_overhead(sizes: Sequence[tuple[int, int]] = SIZES, batch: int = 2, num_instances: int = 2,
-                         repeats: int = 10) -> list[dict[str, Any]]:
+                         repeats: int = 10, ray_options: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     """Per size: median ms per batch of ``batch`` sequences through the local pool and the Ray pool,
-    and the difference (Ray's overhead per batch, and per MB of posteriors)."""
+    and the difference (Ray's overhead per batch, and per MB of posteriors). ``ray_options``: extra
+    keyword arguments of the ``RaySprintPool`` (e.g. ``resources``)."""
     import ray
 
     from ..parent import SprintPool
@@ -68,7 +69,7 @@ def measure_ray_overhead(sizes: Sequence[tuple[int, int]] = SIZES, batch: int = 
             reps = max(3, min(repeats, int(2e9 // max(post.nbytes, 1))))
             with SprintPool(num_instances, sprint_args=args, timeout=300) as local:
                 local_ms = _median_ms(local, post, reps)
-            with RaySprintPool(num_instances, sprint_args=args, timeout=300) as remote:
+            with RaySprintPool(num_instances, sprint_args=args, timeout=300, **(ray_options or {})) as remote:
                 ray_ms = _median_ms(remote, post, reps)
             mb = post.nbytes / 1e6
             rows.append({"time": time_, "labels": labels, "batch": batch, "instances": num_instances,

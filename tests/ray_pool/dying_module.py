@@ -13,15 +13,7 @@ import signal
 import time
 
 from sprint_control import control as _control
-from sprint_control.control import (  # noqa: F401
-    PythonControl,
-    SprintNnPythonLayer,
-    get_segment_list,
-    getSegmentList,
-    init,
-    parse_config,
-    print,
-)
+from sprint_control.control import *  # noqa: F403 - RASR calls the module's public names
 
 _original = _control.PythonControl._criterion_via_sprint_callback
 

@@ -42,18 +42,26 @@ def _next_batch_is_served(pool, reference) -> None:
     np.testing.assert_array_equal(got.loss, res.loss)
 
 
-def test_a_child_dying_mid_batch_is_named_and_restarted(ray_cluster, reference):
+def _failing_batch(pool, reference, error_class):
+    """Runs the batch whose victim segment triggers the fault: the victim's actor (before), the error."""
     x, lengths, tags, _, _ = reference
+    owner = _owner(lengths)
+    old = pool.actor_info()[owner]
+    with pytest.raises(error_class) as info:
+        pool.compute(x, lengths, tags)
+    assert str(info.value).startswith(f"Ray actor {owner} (node {old['node_ip']} {old['hostname']}, node id"
+                                      f" {old['node_id'][:12]}, actor pid {old['pid']}, Sprint child pid"
+                                      f" {old['child_pid']})")
+    return owner, old, info.value
+
+
+def test_a_child_dying_mid_batch_is_named_and_restarted(ray_cluster, reference):
+    tags = reference[2]
     with RaySprintPool(2, sprint_args=EMULATOR_ARGS, timeout=60, **faulty_options(exit=tags[VICTIM])) as pool:
-        owner = _owner(lengths)
-        old = pool.actor_info()[owner]
-        with pytest.raises(SprintChildError) as info:
-            pool.compute(x, lengths, tags)
-        msg = str(info.value)
-        assert msg.startswith(f"Ray actor {owner} (node {old['node_ip']} {old['hostname']}, node id"
-                              f" {old['node_id'][:12]}, actor pid {old['pid']}, Sprint child pid {old['child_pid']})")
+        owner, old, err = _failing_batch(pool, reference, SprintChildError)
+        msg = str(err)
         assert f"segment {tags[VICTIM]!r} failed (the child was restarted (pid " in msg
-        assert "exited with status 7" in msg and info.value.returncode == 7
+        assert "exited with status 7" in msg and err.returncode == 7
         new = pool.actor_info()[owner]
         assert new["pid"] == old["pid"] and new["child_pid"] != old["child_pid"]  # same actor, new child
         assert not running(old["child_pid"])
@@ -61,16 +69,11 @@ def test_a_child_dying_mid_batch_is_named_and_restarted(ray_cluster, reference):
 
 
 def test_an_actor_dying_mid_batch_is_named_and_replaced(ray_cluster, reference):
-    x, lengths, tags, _, _ = reference
+    tags = reference[2]
     with RaySprintPool(2, sprint_args=EMULATOR_ARGS, timeout=60,
                        **faulty_options(kill_actor=tags[VICTIM])) as pool:
-        owner = _owner(lengths)
-        old = pool.actor_info()[owner]
-        with pytest.raises(SprintChildError) as info:
-            pool.compute(x, lengths, tags)
-        msg = str(info.value)
-        assert msg.startswith(f"Ray actor {owner} (node {old['node_ip']} {old['hostname']}, node id"
-                              f" {old['node_id'][:12]}, actor pid {old['pid']}")
+        owner, old, err = _failing_batch(pool, reference, SprintChildError)
+        msg = str(err)
         lost = r"was lost while computing its share of a batch of segments .*"
         assert re.search(lost + re.escape(repr(tags[VICTIM])), msg)
         assert msg.endswith("a new actor was started")
@@ -80,14 +83,11 @@ def test_an_actor_dying_mid_batch_is_named_and_replaced(ray_cluster, reference):
 
 
 def test_an_actor_that_stops_answering_is_a_timeout_within_the_bound(ray_cluster, reference):
-    x, lengths, tags, _, _ = reference
+    tags = reference[2]
     with RaySprintPool(2, sprint_args=EMULATOR_ARGS, timeout=60, actor_timeout=8,
                        **faulty_options(stop_actor=tags[VICTIM])) as pool:
-        owner = _owner(lengths)
-        old = pool.actor_info()[owner]
-        with pytest.raises(SprintTimeoutError, match=rf"^Ray actor {owner} \(node .*actor pid {old['pid']}.*\) gave no"
-                                                     r" answer within 8\.0 s while computing its share of a batch"
-                                                     r" of segments .*its node may be gone"):
-            pool.compute(x, lengths, tags)
+        owner, old, err = _failing_batch(pool, reference, SprintTimeoutError)
+        assert re.search(r"\) gave no answer within 8\.0 s while computing its share of a batch of segments .*"
+                         + re.escape(repr(tags[VICTIM])) + ".*; its node may be gone or the actor stuck", str(err))
         _next_batch_is_served(pool, reference)
         assert wait_gone({old["pid"], old["child_pid"]}) == set()

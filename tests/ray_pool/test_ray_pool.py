@@ -89,6 +89,8 @@ def test_bad_input_is_refused_before_anything_is_sent(ray_pool):
         ray_pool.compute(x, [1, x.shape[0] + 1], tags)
     with pytest.raises(ValueError, match="no frames"):
         ray_pool.compute_segment(tags[0], x[:0, 0])
+    with pytest.raises(ValueError, match="must not be empty"):
+        ray_pool.compute_segment("", x[:2, 0])
     got = ray_pool.compute(x, lengths, tags)  # the pool is unharmed
     assert np.isfinite(got.loss).all()
 
@@ -142,3 +144,16 @@ def test_close_leaves_no_actor_or_process_behind(ray_cluster):
         pool.compute(*batch(segments=[0]))
     pool.close()  # twice is fine
     assert ray_cluster.is_initialized()  # the pool did not start Ray, so it leaves it running
+
+
+def test_the_overhead_benchmark_measures_both_pools(ray_cluster, tmp_path):
+    from sprint_control.tools.bench_ray import format_rows, measure_ray_overhead
+
+    rows = measure_ray_overhead([(5, 7)], batch=3, num_instances=2, repeats=3, ray_options={"resources": HALF})
+    (row,) = rows
+    assert (row["time"], row["labels"], row["batch"], row["mb"]) == (5, 7, 3, round(5 * 3 * 7 * 4 / 1e6, 3))
+    assert row["local_ms"] > 0 and row["ray_ms"] > 0
+    assert row["overhead_ms"] == pytest.approx(row["ray_ms"] - row["local_ms"], abs=2e-3)
+    table = format_rows(rows).splitlines()
+    assert table[0].startswith("| time x label | batch |") and table[2].startswith("| 5 x 7 | 3 |")
+    assert ray_cluster.is_initialized()  # it used the running cluster and left it running
