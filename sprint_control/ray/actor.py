@@ -28,7 +28,7 @@ class Failure:
 
     kind: str
     message: str
-    segment: str
+    segment: Optional[str]  # None: the child failed to start
     index: int
     returncode: Optional[int] = None
     stderr_tail: str = ""
@@ -37,8 +37,9 @@ class Failure:
 
     def error(self, where: str) -> SprintControlError:
         """The error to raise in the driver: same class as in the actor, ``where`` (actor, node) first."""
+        what = "its Sprint child could not start" if self.segment is None else f"segment {self.segment!r} failed"
         restart = f" ({self.restart})" if self.restart else ""
-        text = f"{where}: segment {self.segment!r} failed{restart}: {self.message}"
+        text = f"{where}: {what}{restart}: {self.message}"
         # the message holds the output tail or traceback already; the attributes are set for callers
         err = ERROR_CLASSES.get(self.kind, SprintControlError)(text)
         if isinstance(err, SprintChildError):
@@ -48,7 +49,7 @@ class Failure:
         return err
 
 
-def _failure(exc: SprintControlError, segment: str, index: int) -> Failure:
+def _failure(exc: SprintControlError, segment: Optional[str], index: int) -> Failure:
     message = str(exc)  # with the child's output tail or traceback, as the local pool shows them
     return Failure(type(exc).__name__ if type(exc).__name__ in ERROR_CLASSES else "SprintControlError", message,
                    segment, index, getattr(exc, "returncode", None), getattr(exc, "stderr_tail", ""),
@@ -63,7 +64,13 @@ class SprintActor:
     """
 
     def __init__(self, sprint_exec: Any, sprint_args: Union[str, Sequence[str]], pool_options: dict[str, Any]):
-        self.pool = SprintPool(1, sprint_exec, sprint_args, **pool_options)
+        self.pool = SprintPool(1, sprint_exec, sprint_args, start=False, **pool_options)
+        #: why the child did not start (reported by ``info``, so the driver can name actor and node)
+        self.start_error: Optional[Failure] = None
+        try:
+            self.pool.start()
+        except SprintControlError as exc:
+            self.start_error = _failure(exc, None, -1)
 
     def info(self) -> dict[str, Any]:
         """Where this actor and its child live (for error messages and the process checks); the driver
@@ -78,6 +85,7 @@ class SprintActor:
             "child_pid": inst.child_pid if inst is not None else None,
             "protocol": self.pool.protocol,
             "segments_done": self.pool.segments_done,
+            "start_error": self.start_error,
         }
 
     def _restart_note(self) -> str:

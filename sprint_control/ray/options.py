@@ -99,7 +99,7 @@ class RayOptions:
         """Keyword arguments of ``ActorClass.options`` for one child's actor."""
         opts: dict[str, Any] = {k: v for k, v in self.resources.items() if k in _BUILTIN_RESOURCES}
         custom = {k: v for k, v in self.resources.items() if k not in _BUILTIN_RESOURCES}
-        opts.setdefault("num_cpus", 0)  # Ray's default for an actor, said explicitly: it reserves what it is given
+        opts.setdefault("num_cpus", 0)  # exactly what ``resources`` says (Ray would hold 1 CPU to place an actor)
         if custom:
             opts["resources"] = custom
         opts["max_restarts"] = 0  # the pool replaces a lost actor itself, so it can say which one was lost

@@ -5,6 +5,7 @@ turns every way a call can fail into one error of the package's hierarchy that n
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
@@ -35,7 +36,8 @@ def _node_addresses() -> dict[str, str]:
 
 
 def _first_lines(exc: BaseException, n: int = 3) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
+    """The first ``n`` non-empty lines of an error's text, without the terminal colours Ray puts in."""
+    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
     return " / ".join(lines[:n]) + (" ..." if len(lines) > n else "")
 
 
@@ -93,6 +95,11 @@ class ActorSlot:
                                    ) from None
         info["node_ip"] = _node_addresses().get(info["node_id"], "?")
         self.info = info
+        failure = info.pop("start_error")
+        if failure is not None:
+            where = self.describe()
+            self.kill()
+            raise failure.error(where)
 
     def refresh(self, bound: Optional[float]) -> Optional[dict[str, Any]]:
         """What the running actor says about itself now (None when there is no running actor)."""
@@ -100,6 +107,7 @@ class ActorSlot:
             return None
         info = ray.get(self.handle.info.remote(), timeout=bound)
         info["node_ip"] = self.info["node_ip"]
+        del info["start_error"]
         self.info = info
         return dict(info)
 

@@ -10,7 +10,7 @@ pytest.importorskip("ray")
 
 from raylib import EMULATOR_ARGS, NODE_LABEL, TAGS, batch, wait_gone  # noqa: E402
 
-from sprint_control import SprintControlError, SprintTimeoutError  # noqa: E402
+from sprint_control import SprintChildError, SprintControlError, SprintTimeoutError  # noqa: E402
 from sprint_control.parent import Automata, BatchResult, SprintPool, schedule_longest_first  # noqa: E402
 from sprint_control.ray import RaySprintPool  # noqa: E402
 
@@ -127,6 +127,13 @@ def test_an_actor_no_node_can_take_is_a_timeout_not_a_hang(ray_cluster):
     with pytest.raises(SprintTimeoutError, match=r"Ray actor 0 did not start within 3\.0 s: no node offers.*"
                                                  r"with labels \{'sprint-test': 'no'\}"):
         RaySprintPool(1, sprint_args=EMULATOR_ARGS, node_label={"sprint-test": "no"}, actor_timeout=3)
+
+
+def test_a_child_that_cannot_start_on_its_node_is_named(ray_cluster):
+    with pytest.raises(SprintChildError, match=r"^Ray actor 0 \(node .*, actor pid \d+, Sprint child pid None\): its"
+                                               r" Sprint child could not start: Sprint executable '/no/such/nn-trainer'"
+                                               r" does not exist"):
+        RaySprintPool(1, sprint_exec="/no/such/nn-trainer", resources=HALF)
 
 
 def test_close_leaves_no_actor_or_process_behind(ray_cluster):
