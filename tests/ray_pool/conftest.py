@@ -1,5 +1,8 @@
 """Fixtures of the Ray pool tests: one local Ray cluster per test module (2 CPUs, no dashboard, no usage
-statistics, the node given as 127.0.0.1), and the emulator's arguments with a small synthetic corpus."""
+statistics, the node given as 127.0.0.1), and the emulator's arguments with a small synthetic corpus.
+
+The folder is not called ``ray``: tests/ is on ``sys.path``, and a folder ``tests/ray`` would then be
+importable as ``ray`` where Ray is not installed, so ``pytest.importorskip("ray")`` would not skip."""
 
 from __future__ import annotations
 
