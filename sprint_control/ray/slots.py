@@ -155,7 +155,8 @@ def collect(calls: Sequence[tuple[ActorSlot, Any, Sequence[str]]], bound: Option
     errors: list[BaseException] = []
     while pending:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=remaining)
+        # one at a time: an answer is copied out while the other actors still compute
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
         if not ready:
             break
         for ref in ready:
