@@ -164,3 +164,18 @@ def test_the_overhead_benchmark_measures_both_pools(ray_cluster, tmp_path):
     table = format_rows(rows).splitlines()
     assert table[0].startswith("| time x label | batch |") and table[2].startswith("| 5 x 7 | 3 |")
     assert ray_cluster.is_initialized()  # it used the running cluster and left it running
+
+
+def test_lazy_start_spread_strategy_and_non_finite_input_refused_before_any_actor(ray_cluster, reference):
+    (x, lengths, tags), res, _, _ = reference
+    with RaySprintPool(2, sprint_args=EMULATOR_ARGS, timeout=60, resources=HALF, scheduling_strategy="SPREAD",
+                       reject_non_finite=True, start=False) as pool:
+        assert pool.slots == [] and pool.protocol is None
+        bad = x.copy()
+        bad[1, 0, 2] = np.nan
+        with pytest.raises(ValueError, match=rf"segment {tags[0]!r} hold 1 non-finite values"):
+            pool.compute(bad, lengths, tags)
+        assert pool.slots == []  # refused before Ray was asked for anything
+        got = pool.compute(x, lengths, tags)
+        assert len(pool.slots) == 2 and pool.protocol == 2
+        np.testing.assert_array_equal(got.error_signal, res.error_signal)
