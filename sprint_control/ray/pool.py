@@ -149,6 +149,9 @@ class RaySprintPool:
         """Ends every child and actor (the child's exit first, bounded) and what the pool made in Ray."""
         with self.lock:
             self.closed = True
+            if not ray.is_initialized():  # Ray was shut down under the pool: its actors went with it
+                self.slots, self._placement_group, self._owns_ray = [], None, False
+                return
             for slot in self.slots:
                 slot.close(self._exit_timeout + RAY_GRACE)
             if self._placement_group is not None:
