@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .errors import ProtocolError
+from .parent.batch import merge_automata, tag_names
 
 __all__ = [
     "Automaton",
@@ -55,16 +56,6 @@ SeqLengths = Union[torch.Tensor, np.ndarray, Sequence]
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _as_tags(tags: Any, batch: Optional[int] = None) -> list[str]:
-    """Segment names as a list of str (bytes from some RASR builds are decoded)."""
-    if isinstance(tags, (str, bytes)):
-        raise TypeError(f"tags must be a sequence of segment names, got a single {type(tags).__name__}: {tags!r}")
-    out = [t.decode("utf8") if isinstance(t, bytes) else str(t) for t in tags]
-    if batch is not None and len(out) != batch:
-        raise ValueError(f"got {len(out)} tags for a batch of {batch} sequences; expected one tag per sequence")
-    return out
 
 
 def _seq_lengths_numpy(seq_lengths: SeqLengths, batch: int, max_time: int) -> np.ndarray:
@@ -137,7 +128,7 @@ class SprintLossFunction(torch.autograd.Function):
         if not logits.is_floating_point():
             raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
         max_time, batch, num_labels = logits.shape
-        tags = _as_tags(tags, batch)
+        tags = tag_names(tags, batch)
         lens = _seq_lengths_numpy(seq_lengths, batch, max_time)
 
         log_posteriors = _host_log_posteriors(logits.detach(), posterior_dtype, pool)
@@ -305,29 +296,16 @@ def _split_automata(
     return out
 
 
-def _merge_automata(
+def _automaton_tensors(
     parts: Sequence[_SeqAutomaton], index_dtype: torch.dtype, device: Optional[torch.device]
 ) -> Automaton:
-    """Merges per-sequence automata into one, with state offsets in batch order (the pool's layout)."""
-    num_states = np.array([p.num_states for p in parts], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(num_states)[:-1]]).astype(np.int64) if parts else np.zeros(0, np.int64)
-    num_edges = np.array([p.edges.shape[1] for p in parts], dtype=np.int64)
-    total = int(num_edges.sum())
-    edges = np.empty((4, total), dtype=np.int64)
-    weights = np.empty((total,), dtype=np.float32)
-    pos = 0
-    for b, p in enumerate(parts):
-        n = p.edges.shape[1]
-        edges[:2, pos : pos + n] = p.edges[:2].astype(np.int64) + offsets[b]
-        edges[2, pos : pos + n] = p.edges[2]
-        edges[3, pos : pos + n] = b
-        weights[pos : pos + n] = p.weights
-        pos += n
-    start_end = np.stack([offsets, offsets + num_states - 1]) if parts else np.zeros((2, 0), np.int64)
+    """Merges per-sequence automata (the parent's ``merge_automata``: state offsets in batch order) into
+    tensors."""
+    edges, weights, start_end = merge_automata([(p.num_states, p.edges.shape[1], p.edges, p.weights) for p in parts])
     return Automaton(
-        torch.from_numpy(edges).to(device=device, dtype=index_dtype),
+        torch.from_numpy(edges.astype(np.int64)).to(device=device, dtype=index_dtype),
         torch.from_numpy(weights).to(device=device),
-        torch.from_numpy(start_end).to(device=device, dtype=index_dtype),
+        torch.from_numpy(start_end.astype(np.int64)).to(device=device, dtype=index_dtype),
     )
 
 
@@ -351,11 +329,11 @@ def automata_for_batch(
     """
     if index_dtype not in (torch.int64, torch.int32):
         raise TypeError(f"index_dtype must be torch.int64 or torch.int32, got {index_dtype}")
-    tags = _as_tags(tags)
+    tags = tag_names(tags)
     device = torch.device(device) if device is not None else None
     if cache is None:
         edges, weights, start_end = pool.get_automata_for_batch(tags)
-        return _merge_automata(_split_automata(edges, weights, start_end, len(tags)), index_dtype, device)
+        return _automaton_tensors(_split_automata(edges, weights, start_end, len(tags)), index_dtype, device)
 
     parts: list[Optional[_SeqAutomaton]] = [cache._get(t) for t in tags]
     missing = list(OrderedDict.fromkeys(t for t, p in zip(tags, parts) if p is None))
@@ -366,7 +344,7 @@ def automata_for_batch(
             cache._put(tag, part)
         parts = [p if p is not None else fetched[t] for t, p in zip(tags, parts)]
         log.debug("automata: %d of %d segments fetched from RASR", len(missing), len(tags))
-    return _merge_automata(parts, index_dtype, device)  # type: ignore[arg-type]
+    return _automaton_tensors(parts, index_dtype, device)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -161,8 +161,8 @@ ALLOWED_IMPORTS = {
     "parent": {"base", "wire", "parent"},
     "torch": {"base", "wire", "parent", "torch"},
     "returnn": {"base", "wire", "parent", "returnn"},  # the switch for RETURNN users: a pool under RETURNN's name
-    "ray": {"base", "wire", "parent", "ray"},  # Sprint children in Ray actors, each with a local instance
-    "tools": {"base", "wire", "parent", "emulator", "tools"},
+    "ray": {"base", "wire", "parent", "ray"},  # the optional extra: the parent side on a Ray cluster
+    "tools": {"base", "wire", "parent", "emulator", "ray", "tools"},
     "cli": {"base", "tools", "cli"},
     "compat": {"wire"},  # the old module paths
 }
@@ -179,7 +179,7 @@ def layer_of(module: str) -> str:
         return "sprint"
     if head in ("cli", "__main__"):
         return "cli"
-    if head in ("wire", "emulator", "parent", "torch", "tools", "returnn", "ray"):
+    if head in ("wire", "emulator", "parent", "torch", "returnn", "ray", "tools"):
         return head
     raise AssertionError(f"{module}: no layer known for it; add it to test_layout.layer_of")
 

@@ -247,3 +247,22 @@ def test_the_documented_example_runs_and_its_loss_falls(capsys):
     exec(compile(example, "docs/torch.md", "exec"), {})
     losses = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
     assert len(losses) == 3 and losses[0] > losses[1] > losses[2], losses
+
+
+def _returnn_tags(tags):
+    """RETURNN's tag array: uint8 (batch, max_len), each name's UTF-8 bytes zero-padded."""
+    raw = [t.encode("utf-8") for t in tags]
+    arr = np.zeros((len(raw), max(map(len, raw)) + 3), np.uint8)
+    for b, r in enumerate(raw):
+        arr[b, : len(r)] = np.frombuffer(r, np.uint8)
+    return arr
+
+
+def test_uint8_tag_array_names_the_segments(ctc_pool):
+    # The bridge decodes RETURNN's uint8 tag array as the pool does (not as names like '[115 101 ...]').
+    _, lens, tags, logits = _batch(CORPUS.segments, criteria.num_labels("ctc"), seed=7)
+    as_bytes = _returnn_tags(tags)
+    torch.testing.assert_close(sprint_loss(logits, lens, as_bytes, ctc_pool), sprint_loss(logits, lens, tags, ctc_pool))
+    ours, theirs = automata_for_batch(as_bytes, ctc_pool), automata_for_batch(tags, ctc_pool)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)

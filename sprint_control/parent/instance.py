@@ -1,0 +1,129 @@
+"""``SprintSubprocessInstance``: one Sprint child process that computes one segment at a time, with
+RETURNN's constructor and method names (life cycle and failure handling in ``session.ChildSession``)."""
+
+from __future__ import annotations
+
+import select
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import ProtocolError, SprintControlError
+from ..wire.protocol import PROTOCOL_V1, V1_MAX_MESSAGE, ParentLink
+from .batch import check_finite, check_real_dtype
+from .session import ChildSession
+
+
+class SprintSubprocessInstance(ChildSession):
+    __doc__ = ChildSession.__doc__
+
+
+    def _before_request(self) -> ParentLink:
+        if self._out_of_step:
+            self.ensure_running()
+        if self.is_calculating:
+            raise SprintControlError("a request is still pending on this instance: read its answer first")
+        return self._require_link()
+
+    def _check_name(self, seg_name: Union[str, bytes]) -> str:
+        if isinstance(seg_name, bytes):
+            seg_name = seg_name.decode("utf-8")
+        if not isinstance(seg_name, str) or not seg_name:
+            raise ValueError(f"seg_name must be a non-empty segment name, got {seg_name!r:.100}")
+        return seg_name
+
+    def get_loss_and_error_signal__send(self, seg_name: Union[str, bytes], seg_len: int,
+                                        log_posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> None:
+        """Sends one segment's log-posteriors, (time, label) float32 (a row-strided view is fine).
+
+        ``out``: where ``__read`` will be asked to put the error signal; over shared memory the child
+        then writes it there itself.
+        """
+        seg_name = self._check_name(seg_name)
+        post = np.asarray(log_posteriors)
+        if post.ndim != 2:
+            raise ValueError(f"log_posteriors must be a (time, label) matrix, got shape {post.shape}")
+        check_real_dtype(post)
+        if int(seg_len) != post.shape[0]:
+            raise ValueError(f"seg_len {seg_len} does not match the posteriors' {post.shape[0]} frames")
+        if post.shape[0] == 0:
+            raise ValueError(f"segment {seg_name!r} has no frames: Sprint computes no criterion on an empty"
+                             " segment (a pool answers such sequences itself with loss 0)")
+        if post.dtype != np.float32:
+            post = post.astype(np.float32)
+        if self.reject_non_finite:
+            check_finite(post, seg_name)
+        link = self._before_request()
+        if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - (1 << 20):
+            # refuse before anything is written: the stream stays usable
+            raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
+        with self._exchange(f"while sending segment {seg_name!r}", f"while sending {seg_name!r}", pending_after=True,
+                            sending=True):
+            link.send_loss_request(seg_name, post, out=out)
+        self._cur_seg_name = seg_name
+        self._cur_shape = (int(post.shape[0]), int(post.shape[1]))
+        self.bytes_sent += post.nbytes
+
+    def get_loss_and_error_signal__have_data(self) -> bool:
+        """True when the answer to the pending request can be read without blocking."""
+        if not self.is_calculating:
+            raise SprintControlError("no request is pending on this instance")
+        link = self._require_link()
+        poller = select.poll()
+        poller.register(link.read_fd, select.POLLIN | select.POLLHUP)
+        return bool(poller.poll(0))
+
+    def get_loss_and_error_signal__read(self, out: Optional[np.ndarray] = None
+                                        ) -> tuple[str, float, np.ndarray]:
+        """Reads the pending answer: ``(seg_name, loss, error_signal)``, error signal of the
+        posteriors' shape. With ``out`` (a (time, label) float32 view with contiguous rows) it is
+        read straight into ``out`` (v2) and ``out`` is returned."""
+        if self._out_of_step:
+            self.ensure_running()
+            raise SprintControlError("no request is pending on this instance: the last exchange was interrupted"
+                                     " and the Sprint child restarted; send the segment again")
+        if not self.is_calculating:
+            raise SprintControlError("no request is pending on this instance")
+        link = self._require_link()
+        seg_name, shape = self._cur_seg_name, self._cur_shape
+        assert seg_name is not None and shape is not None
+        if out is not None:
+            # a caller's mistake must not be taken for a broken stream: check before reading
+            if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32:
+                raise ValueError(f"out must be a float32 array of shape {shape}, got"
+                                 f" {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+            if not out.flags.writeable or (out.size and out.strides[1] != 4):
+                raise ValueError("out must be writeable with contiguous rows (a (time, label) slice of a"
+                                 " (time, batch, label) array is fine)")
+        with self._exchange(f"while computing segment {seg_name!r}", f"for segment {seg_name!r}"):
+            loss, err = link.recv_loss_result(shape, out=out)
+        self.bytes_received += shape[0] * shape[1] * 4
+        self.segments_done += 1
+        return seg_name, float(loss), err
+
+    def get_loss_and_error_signal(self, seg_name: Union[str, bytes], log_posteriors: np.ndarray,
+                                  out: Optional[np.ndarray] = None) -> tuple[str, float, np.ndarray]:
+        """``__send`` then ``__read`` in one call."""
+        post = np.asarray(log_posteriors)
+        self.get_loss_and_error_signal__send(seg_name, post.shape[0], post, out=out)
+        return self.get_loss_and_error_signal__read(out=out)
+
+    def export_allophone_state_fsa(self, seg_name: Union[str, bytes]
+                                   ) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """Sprint's automaton of one segment: (num_states, num_edges, edges uint32 (3*E,), weights (E,))."""
+        seg_name = self._check_name(seg_name)
+        link = self._before_request()
+        with self._exchange(f"while exporting the automaton of {seg_name!r}", f"for the automaton of {seg_name!r}"):
+            result = link.request_fsa(seg_name)
+        return result
+
+    def call(self, *message) -> tuple:
+        """Any other command of the control module; returns what follows "ok"."""
+        link = self._before_request()
+        with self._exchange(f"during command {message[:1]!r}", f"for command {message[:1]!r}"):
+            result = link.call(*message)
+        return result
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else "stopped"
+        return f"<SprintSubprocessInstance pid={self.child_pid} protocol={self.protocol} {state}>"

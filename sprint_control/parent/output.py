@@ -1,0 +1,99 @@
+"""A child's stdout/stderr: drained by a daemon thread into a bounded tail and a logger, and read
+back for the line that says why a child died."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from typing import Optional
+
+child_logger = logging.getLogger("sprint_control.parent.child")
+
+
+def describe_exit(returncode: Optional[int]) -> str:
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with status {returncode}"
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Fault)(: |$)")
+
+
+def last_words(tail: str) -> str:
+    """The child's last output line, preceded by the last exception line of a traceback when there
+    is one before it (e.g. ``ImportError: ...`` then RASR's critical error about it)."""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    exc_line = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), None)
+    if exc_line is None or exc_line == last:
+        return last
+    return f"{exc_line} | {last}"
+
+
+class OutputDrain:
+    """Drains a child's stdout/stderr pipe in a daemon thread: bounded tail + logger (+ echo)."""
+
+    def __init__(self, fd: int, label: str, max_lines: int, echo: bool):
+        self.fd = fd
+        self.label = label
+        self.echo = echo
+        self.lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        self.thread = threading.Thread(target=self._run, name=f"{label} output", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        pending = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except InterruptedError:  # pragma: no cover
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                if self.echo:
+                    try:
+                        sys.stderr.write(chunk.decode("utf-8", "replace"))
+                        sys.stderr.flush()
+                    except Exception:  # pragma: no cover - a closed stderr must not kill the drain
+                        pass
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    self._line(raw)
+            if pending:
+                self._line(pending)
+        finally:
+            try:
+                os.close(self.fd)
+            except OSError:  # pragma: no cover
+                pass
+
+    def _line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        self.lines.append(line)
+        child_logger.debug("%s: %s", self.label, line)
+
+    def join(self, timeout: float) -> None:
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def tail(self) -> str:
+        return "\n".join(self.lines)

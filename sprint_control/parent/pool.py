@@ -1,0 +1,398 @@
+"""The pools: ``SprintInstancePool`` (RETURNN's class: a batch spread over several children) and
+``SprintPool`` (the context manager with snake_case options and typed results)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..errors import SprintControlError
+from ..wire import framing
+from ..wire.protocol import PROTOCOL_V1
+from ..wire.shm import SharedRegion
+from .batch import (
+    Automata,
+    BatchResult,
+    SegmentResult,
+    check_finite,
+    check_real_dtype,
+    checked_lengths,
+    merge_automata,
+    schedule_longest_first,
+    tag_names,
+)
+from .instance import SprintSubprocessInstance
+from .options import DEFAULTS, checked_max_payload, checked_seconds, emulator_command
+from .process import ExecPath
+from .workers import Batch, Workers
+
+logger = logging.getLogger("sprint_control.parent")
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, set):
+        return tuple(sorted(_hashable(v) for v in value))
+    return value
+
+
+def _check_instance_options(opts: Mapping[str, Any]) -> None:
+    """What the instances would refuse, refused when the pool is made (they start later)."""
+    for key in ("timeout", "start_timeout"):
+        if key in opts:
+            checked_seconds(key, opts[key])
+    if "exit_timeout" in opts:
+        checked_seconds("exit_timeout", opts["exit_timeout"], allow_none=False)
+    if "max_payload" in opts:
+        checked_max_payload(opts["max_payload"])
+
+
+class SprintInstancePool:
+    """A set of Sprint children that share the work of a batch (RETURNN's class of that name).
+
+    ``sprint_opts`` holds ``numInstances`` (default 1) and the keyword arguments of
+    ``SprintSubprocessInstance`` (``sprintExecPath``, ``sprintConfigStr``, ... and the extras such
+    as ``protocol``, ``timeout`` or ``max_payload``). Children start on first use; ``start()`` starts
+    all at once. Options: ``restart_dead`` (default True) restarts a child that died before the next
+    batch; ``gather`` sends each sequence as a contiguous copy instead of row by row from the batch
+    (default None: row by row with the compiled framing core, a copy with its pure-Python twin);
+    ``shm`` (False; True or an initial size in bytes) moves the matrices through one shared region
+    that every child maps, capped at ``shm_max_size`` bytes; ``empty``/``zeros`` then allocate
+    arrays in it, and posteriors written there cost no copy at all. Matrices smaller than
+    ``shm_inline_below`` bytes (default 128 KiB) still go through the pipe, which is faster for them.
+    """
+
+    class_lock = threading.RLock()
+    global_instances: dict[Any, SprintInstancePool] = {}
+
+    @classmethod
+    def get_global_instance(cls, sprint_opts: Mapping[str, Any]) -> SprintInstancePool:
+        """The one pool for these options in this process (created on first call)."""
+        key = _hashable(sprint_opts)
+        with cls.class_lock:
+            pool = cls.global_instances.get(key)
+            if pool is None or pool.closed:
+                pool = SprintInstancePool(sprint_opts=dict(sprint_opts))
+                cls.global_instances[key] = pool
+            return pool
+
+    def __init__(self, sprint_opts: Mapping[str, Any]):
+        self.lock = threading.RLock()
+        opts = dict(sprint_opts)
+        self.max_num_instances = int(opts.pop("numInstances", DEFAULTS.num_instances))
+        if self.max_num_instances < 1:
+            raise ValueError(f"numInstances must be at least 1, got {self.max_num_instances}")
+        _check_instance_options(opts)
+        self.restart_dead = bool(opts.pop("restart_dead", DEFAULTS.restart_dead))
+        self.reject_non_finite = bool(opts.get("reject_non_finite", DEFAULTS.reject_non_finite))  # instances too
+        gather = opts.pop("gather", None)
+        # Measured (docs/parent-side.md): the compiled core's writev of row pointers beats a gather
+        # copy (up to 2x for thousands of labels, equal for 88); the pure-Python twin's os.writev over
+        # one memoryview per row loses to one copy.
+        self.gather = (framing.IMPLEMENTATION != "cython") if gather is None else bool(gather)
+        shm_opt = opts.pop("shm", False)
+        shm_max = int(opts.pop("shm_max_size", DEFAULTS.shm_max_size))
+        shm_inline = int(opts.pop("shm_inline_below", DEFAULTS.shm_inline_below))
+        self.region: Optional[SharedRegion] = None
+        if shm_opt:
+            size = DEFAULTS.shm_size if shm_opt is True else int(shm_opt)
+            self.region = SharedRegion.create(size, max_size=shm_max, inline_below=shm_inline)
+            opts["shared_region"] = self.region
+            self.gather = False  # the descriptor path reads the rows where they are
+        self.sprint_opts = opts
+        self.instances: list[SprintSubprocessInstance] = []
+        self.closed = False
+        self._workers = Workers()
+        self.segments_done = 0
+        self.bytes_moved = 0
+        self.seconds = 0.0
+
+    @property
+    def numInstances(self) -> int:
+        return self.max_num_instances
+
+    def empty(self, shape, dtype=np.float32) -> np.ndarray:
+        """An uninitialised array for batch data: in the shared region when the pool uses one
+        (the children then read and write it in place), else an ordinary numpy array."""
+        if self.region is not None:
+            try:
+                return self.region.empty(shape, dtype)
+            except MemoryError as exc:  # at its cap: the children still serve it through their slots or the pipe
+                logger.warning("shared region full (%s); allocating %s outside it", exc, shape)
+        return np.empty(shape, dtype)
+
+    def zeros(self, shape, dtype=np.float32) -> np.ndarray:
+        """Like ``empty``, filled with zeros."""
+        arr = self.empty(shape, dtype)
+        arr[...] = 0
+        return arr
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        """True when every running child moves its matrices through the shared region."""
+        running = [i for i in self.instances if i.alive]
+        return bool(running) and all(i.uses_shared_memory for i in running)
+
+    @property
+    def protocol(self) -> Optional[int]:
+        """The protocol the running children speak (the lowest, if they differ)."""
+        protos = [i.protocol for i in self.instances if i.protocol is not None]
+        return min(protos) if protos else None
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SprintControlError("this pool is closed")
+
+    def _new_instance(self, start: bool = True) -> SprintSubprocessInstance:
+        self._check_open()
+        return SprintSubprocessInstance(**self.sprint_opts, start=start)
+
+    def start(self) -> SprintInstancePool:
+        """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
+        with self.lock:
+            fresh = []
+            while len(self.instances) < self.max_num_instances:
+                inst = self._new_instance(start=False)
+                self.instances.append(inst)
+                fresh.append(inst)
+            try:
+                for inst in fresh:
+                    inst.spawn()
+                for inst in fresh:
+                    inst.handshake()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def _maybe_create_new_instance(self) -> Optional[SprintSubprocessInstance]:
+        if len(self.instances) < self.max_num_instances:
+            self.instances.append(self._new_instance())
+            return self.instances[-1]
+        return None
+
+    def _ready(self, inst: SprintSubprocessInstance) -> SprintSubprocessInstance:
+        """The instance, restarted first when it is out of step (always) or dead (``restart_dead``)."""
+        if inst.out_of_step or (self.restart_dead and inst.needs_restart() is not None):
+            inst.ensure_running()
+        return inst
+
+    def _get_instance(self, i: int) -> SprintSubprocessInstance:
+        if not 0 <= i < self.max_num_instances:
+            raise IndexError(f"instance {i} of a pool of {self.max_num_instances}")
+        while i >= len(self.instances):
+            self._maybe_create_new_instance()
+        return self._ready(self.instances[i])
+
+    def get_free_instance(self) -> Optional[SprintSubprocessInstance]:
+        """An instance with no pending request (starting one if the pool is not full), else None."""
+        with self.lock:
+            self._check_open()
+            for inst in self.instances:
+                if inst.out_of_step or not inst.is_calculating:
+                    return self._ready(inst)
+            return self._maybe_create_new_instance()
+
+    def _run_parallel(self, job, jobs: list[list[int]]) -> None:
+        """Runs ``job(instance, idxs, batch)`` for every non-empty job: in this thread when there is
+        one, else one worker thread per instance (see ``Workers.run``)."""
+        work = [(i, self._get_instance(i), idxs) for i, idxs in enumerate(jobs) if idxs]
+        if len(work) <= 1:
+            for _, inst, idxs in work:
+                job(inst, idxs, None)
+            return
+        self._workers.run(job, work)
+
+    def get_batch_loss_and_error_signal(self, log_posteriors: np.ndarray, seq_lengths: Sequence[int],
+                                        tags: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Loss (batch,) float32 and error signal (time, batch, label) float32 of a batch.
+
+        ``log_posteriors`` (time, batch, label), ``seq_lengths`` (batch,), ``tags`` the segment
+        names. Frames past a sequence's length get a zero error signal.
+        """
+        post = np.asarray(log_posteriors)
+        if post.ndim != 3:
+            raise ValueError(f"log_posteriors must be (time, batch, label), got shape {post.shape}")
+        check_real_dtype(post)
+        lengths = checked_lengths(seq_lengths, post.shape[1], post.shape[0])
+        names = tag_names(tags, post.shape[1])
+        # one conversion for the whole batch, never per sequence
+        if post.dtype != np.float32 or post.strides[2] != 4:
+            post = np.ascontiguousarray(post, dtype=np.float32)
+        if self.reject_non_finite:  # before anything is sent: no child sees a part of a refused batch
+            for b in range(post.shape[1]):
+                check_finite(post[: int(lengths[b]), b], names[b])
+        n_batch = post.shape[1]
+        loss = np.zeros((n_batch,), dtype=np.float32)
+        error_signal = self.empty(post.shape)
+        for b in range(n_batch):  # zero only the padding: a child's answer overwrites every other frame
+            error_signal[int(lengths[b]) :, b] = 0
+        gather = self.gather
+
+        def job(inst: SprintSubprocessInstance, idxs: Sequence[int], batch: Optional[Batch]) -> None:
+            for b in idxs:
+                if batch is not None and batch.cancelled:
+                    return
+                t = int(lengths[b])
+                seq = post[:t, b]
+                if gather:
+                    seq = np.ascontiguousarray(seq)
+                inst.get_loss_and_error_signal__send(names[b], t, seq, out=error_signal[:t, b])
+                _, value, _ = inst.get_loss_and_error_signal__read(out=error_signal[:t, b])
+                loss[b] = value
+
+        # a sequence without frames has nothing for Sprint to compute (RASR refuses empty segments):
+        # loss 0 and no error signal, without a round trip
+        jobs = [[b for b in job if lengths[b] > 0] for job in schedule_longest_first(lengths, self.max_num_instances)]
+        started = time.perf_counter()
+        with self.lock:
+            self._check_open()
+            self._run_parallel(job, jobs)
+        self.seconds += time.perf_counter() - started
+        self.segments_done += n_batch
+        self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * 4
+        return loss, error_signal
+
+    def get_automata_for_batch(self, tags: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One automaton for the batch: ``(edges uint32 (4, E), weights float32 (E,),
+        start_end_states uint32 (2, batch))``; edge rows are from, to, emission index, sequence
+        index, with each sequence's states offset by the states of the sequences before it."""
+        names = tag_names(tags)
+        parts: list[Optional[tuple[int, int, np.ndarray, np.ndarray]]] = [None] * len(names)
+        jobs: list[list[int]] = [[] for _ in range(self.max_num_instances)]
+        for b in range(len(names)):
+            jobs[b % self.max_num_instances].append(b)
+
+        def job(inst: SprintSubprocessInstance, idxs: Sequence[int], batch: Optional[Batch]) -> None:
+            for b in idxs:
+                if batch is not None and batch.cancelled:
+                    return
+                parts[b] = inst.export_allophone_state_fsa(names[b])
+
+        with self.lock:
+            self._check_open()
+            self._run_parallel(job, jobs)
+        return merge_automata(parts)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Closes every child (exit, bounded wait, terminate/kill) and ends the worker threads."""
+        with self.lock:
+            self.closed = True
+            self._workers.stop()
+            errors = []
+            for inst in self.instances:
+                try:
+                    inst.close()
+                except Exception as exc:  # pragma: no cover - close is best effort per child
+                    errors.append(exc)
+            if self.region is not None:
+                self.region.close()  # arrays handed out keep their pages until they die
+            for exc in errors:  # pragma: no cover
+                logger.error("closing a Sprint child failed: %s", exc)
+
+    exit_handler = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class SprintPool(SprintInstancePool):
+    """A started pool of Sprint children, to be used as a context manager::
+
+        with SprintPool(num_instances=3, sprint_args="--*.training-criterion=ctc") as pool:
+            result = pool.compute(log_posteriors, seq_lengths, tags)   # BatchResult
+            result.loss, result.error_signal
+
+    ``sprint_exec`` defaults to the bundled RASR emulator; give the path of RASR's ``nn-trainer``
+    for the real thing. ``sprint_args`` (a string split like a shell, or a list) are appended to
+    the Sprint command line. Every child is closed when the ``with`` block ends (and at exit).
+    Defaults of the options: ``options.DEFAULTS``.
+    """
+
+    def __init__(
+        self,
+        num_instances: int = DEFAULTS.num_instances,
+        sprint_exec: Optional[ExecPath] = None,
+        sprint_args: Union[str, Sequence[str]] = "",
+        *,
+        control_config: Optional[Mapping[str, Any]] = None,
+        protocol: int = DEFAULTS.protocol,
+        use_python_segment_order: bool = True,
+        min_python_control_version: int = DEFAULTS.min_python_control_version,
+        timeout: Optional[float] = DEFAULTS.timeout,
+        start_timeout: Optional[float] = DEFAULTS.start_timeout,
+        exit_timeout: float = DEFAULTS.exit_timeout,
+        module_name: str = DEFAULTS.module_name,
+        module_path: Optional[str] = None,
+        echo_output: bool = DEFAULTS.echo_output,
+        env: Optional[Mapping[str, str]] = None,
+        restart_dead: bool = DEFAULTS.restart_dead,
+        gather: Optional[bool] = None,
+        shm: Union[bool, int] = False,
+        shm_max_size: int = DEFAULTS.shm_max_size,
+        shm_inline_below: int = DEFAULTS.shm_inline_below,
+        reject_non_finite: bool = DEFAULTS.reject_non_finite,
+        max_payload: int = DEFAULTS.max_payload,
+        start: bool = True,
+    ):
+        super().__init__(dict(
+            numInstances=num_instances,
+            sprintExecPath=sprint_exec if sprint_exec is not None else emulator_command(),
+            minPythonControlVersion=min_python_control_version,
+            sprintConfigStr=sprint_args,
+            sprintControlConfig=control_config,
+            usePythonSegmentOrder=use_python_segment_order,
+            protocol=protocol,
+            timeout=timeout,
+            start_timeout=start_timeout,
+            exit_timeout=exit_timeout,
+            module_name=module_name,
+            module_path=module_path,
+            echo_output=echo_output,
+            env=env,
+            restart_dead=restart_dead,
+            gather=gather,
+            shm=shm,
+            shm_max_size=shm_max_size,
+            reject_non_finite=reject_non_finite,
+            shm_inline_below=shm_inline_below,
+            max_payload=max_payload,
+        ))
+        if start:
+            self.start()
+
+    @property
+    def num_instances(self) -> int:
+        return self.max_num_instances
+
+    def compute(self, log_posteriors: np.ndarray, seq_lengths: Sequence[int], tags: Any) -> BatchResult:
+        """Loss and error signal of a batch (see ``get_batch_loss_and_error_signal``)."""
+        before = self.bytes_moved
+        started = time.perf_counter()
+        loss, err = self.get_batch_loss_and_error_signal(log_posteriors, seq_lengths, tags)
+        return BatchResult(loss, err, time.perf_counter() - started, self.bytes_moved - before,
+                           self.protocol or PROTOCOL_V1)
+
+    def compute_segment(self, name: str, log_posteriors: np.ndarray) -> SegmentResult:
+        """Loss and error signal of one segment, (time, label), on a free child."""
+        with self.lock:
+            inst = self.get_free_instance()
+            if inst is None:
+                raise SprintControlError("every Sprint child is busy")
+            seg, loss, err = inst.get_loss_and_error_signal(name, log_posteriors)
+        return SegmentResult(seg, loss, err)
+
+    def automata(self, tags: Any) -> Automata:
+        """The batch automaton (see ``get_automata_for_batch``)."""
+        return Automata(*self.get_automata_for_batch(tags))

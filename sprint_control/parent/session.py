@@ -1,0 +1,372 @@
+"""The life of one Sprint child as the parent sees it: options, spawn, handshake, restart, kill,
+close, and the guard around every exchange (``ChildSession``; ``SprintSubprocessInstance`` adds the
+segment-level calls on top).
+
+Every exchange with the child runs inside ``_exchange``: the instance marks itself out of step before
+the first byte is written and in step only once the exchange has reached a known state (request
+written, answer read). Any exception in between (KeyboardInterrupt included) leaves the mark, and the
+child is killed and restarted before its next use: a half-written request or a half-read answer can
+never be taken for the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional, Union
+
+from ..errors import SprintChildError, SprintControlError, SprintRemoteError
+from ..wire.protocol import INIT_VERSION, ParentLink
+from ..wire.shm import SharedRegion
+from . import failures
+from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
+from .output import describe_exit
+from .process import ChildProcess, ExecPath, exec_args, register, unregister
+
+logger = logging.getLogger("sprint_control.parent")
+
+
+class ChildSession:
+    """One Sprint child process: its options, its life cycle and the guard of its exchanges.
+
+    The first five parameters are RETURNN's: ``sprintExecPath`` (a path, or a command list such as
+    ``emulator_command()``), ``minPythonControlVersion`` (checked by the child),
+    ``sprintConfigStr`` (extra Sprint arguments, split like a shell), ``sprintControlConfig``
+    (extra ``key:value`` pairs for ``--*.pymod-config``), ``usePythonSegmentOrder`` (Sprint takes
+    its segment order from the module). Keyword-only extras (defaults in ``options.DEFAULTS``):
+
+    - ``protocol``: 2 (default) uses the binary protocol when the child offers it, else v1;
+      1 forces v1.
+    - ``timeout``: seconds to wait for each answer (None: forever); on expiry the child is
+      restarted and SprintTimeoutError raised. ``start_timeout`` bounds the start-up handshake.
+    - ``module_name`` / ``module_path``: the Sprint-side module (default: this package's
+      ``sprint_control.control``); ``returnn.sprint.control`` with the directory holding
+      ``returnn`` drives RETURNN's child.
+    - ``echo_output``: copy the child's stdout/stderr to our stderr (it always goes to the
+      ``sprint_control.parent.child`` logger at debug level and into ``stderr_tail``).
+    - ``exit_timeout``: how long ``close`` waits for the child after ``exit`` before it
+      terminates and then kills it.
+    - ``shared_region``: a ``SharedRegion`` (usually the pool's) that the child inherits; when
+      both ends agree, the matrices go through it and only descriptors through the pipe.
+    - ``max_payload``: the largest posteriors matrix (bytes) sent; larger segments are refused
+      before anything is written. The child is told the same limit.
+    """
+
+    Version = INIT_VERSION  # the version number inside the v1 "init" message
+
+    def __init__(
+        self,
+        sprintExecPath: ExecPath,
+        minPythonControlVersion: int = DEFAULTS.min_python_control_version,
+        sprintConfigStr: Union[str, Sequence[str]] = "",
+        sprintControlConfig: Optional[Mapping[str, Any]] = None,
+        usePythonSegmentOrder: bool = True,
+        *,
+        protocol: int = DEFAULTS.protocol,
+        timeout: Optional[float] = DEFAULTS.timeout,
+        start_timeout: Optional[float] = DEFAULTS.start_timeout,
+        exit_timeout: float = DEFAULTS.exit_timeout,
+        module_name: str = DEFAULTS.module_name,
+        module_path: Optional[str] = None,
+        name: str = "SprintSubprocessInstance",
+        echo_output: bool = DEFAULTS.echo_output,
+        output_lines: int = DEFAULTS.output_lines,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        shared_region: Optional[SharedRegion] = None,
+        reject_non_finite: bool = DEFAULTS.reject_non_finite,
+        max_payload: int = DEFAULTS.max_payload,
+        start: bool = True,
+    ):
+        self.requested_protocol = checked_protocol(protocol)
+        self.timeout = checked_seconds("timeout", timeout)
+        self.start_timeout = checked_seconds("start_timeout", start_timeout)
+        self.exit_timeout = checked_seconds("exit_timeout", exit_timeout, allow_none=False)
+        self.max_payload = checked_max_payload(max_payload)
+        self.sprintExecPath = sprintExecPath
+        self._exec_args = exec_args(sprintExecPath)
+        self.minPythonControlVersion = int(minPythonControlVersion)
+        if isinstance(sprintConfigStr, str):
+            self.sprintConfig = shlex.split(sprintConfigStr)
+        else:
+            self.sprintConfig = [str(a) for a in sprintConfigStr]
+        self.sprintControlConfig = dict(sprintControlConfig or {})
+        self.usePythonSegmentOrder = bool(usePythonSegmentOrder)
+        self.module_name = module_name
+        self.module_path = module_path or default_module_path()
+        self.name = name
+        self.echo_output = echo_output
+        self.output_lines = output_lines
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.shared_region = shared_region
+        self.reject_non_finite = bool(reject_non_finite)
+
+        self.parent_pid = os.getpid()
+        self.protocol: Optional[int] = None
+        self.is_calculating = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.segments_done = 0
+        self.restarts = 0
+        self.last_error: Optional[BaseException] = None
+        self._process: Optional[ChildProcess] = None
+        self._link: Optional[ParentLink] = None
+        self._out_of_step = False  # an exchange was cut off: what the child will send next is unknown
+        self._last_tail = ""  # the output of the last child, kept after it is gone
+        self._cur_seg_name: Optional[str] = None
+        self._cur_shape: Optional[tuple[int, int]] = None
+        self._lock = threading.RLock()
+        self._started = False
+        if start:
+            self.init()
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    @property
+    def process(self) -> Optional[ChildProcess]:
+        """The running child (None before the start and after close/kill)."""
+        return self._process
+
+    @property
+    def child_pid(self) -> Optional[int]:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        """True while the child runs and its link is usable."""
+        return self._process is not None and self._link is not None and self._process.poll() is None
+
+    @property
+    def out_of_step(self) -> bool:
+        """True when an exchange was cut off (an exception between a request and its full answer):
+        the child is killed and restarted before its next use."""
+        return self._out_of_step
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is pending or an exchange is under way."""
+        return self.is_calculating or self._out_of_step
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        link = self._link
+        return link is not None and link.shm is not None
+
+    @property
+    def stderr_tail(self) -> str:
+        """The last lines the child wrote to stdout/stderr."""
+        return self._process.tail() if self._process is not None else self._last_tail
+
+    def build_sprint_args(self, c2p_fd: int, p2c_fd: int) -> list[str]:
+        """The child's command line for the given child-side fds (reference section 1)."""
+        config = f"c2p_fd:{c2p_fd},p2c_fd:{p2c_fd},minPythonControlVersion:{self.minPythonControlVersion}"
+        if self.sprintControlConfig:
+            config += "," + ",".join(f"{k}:{v}" for k, v in sorted(self.sprintControlConfig.items()))
+        args = list(self._exec_args) + [
+            "--*.python-control-enabled=true",
+            f"--*.pymod-path={self.module_path}",
+            f"--*.pymod-name={self.module_name}",
+            f"--*.pymod-config={config}",
+        ]
+        if self.usePythonSegmentOrder:
+            args += [
+                "--*.python-segment-order=true",
+                f"--*.python-segment-order-pymod-path={self.module_path}",
+                f"--*.python-segment-order-pymod-name={self.module_name}",
+                f"--*.python-segment-order-config={config}",
+                "--*.python-segment-order-allow-copy=false",
+            ]
+        return args + self.sprintConfig
+
+    # ------------------------------------------------------------------------------------------
+    # life cycle
+
+    def _check_owner(self) -> None:
+        if os.getpid() != self.parent_pid:
+            raise SprintControlError("this SprintSubprocessInstance belongs to another process (forked parent)")
+
+    def init(self) -> None:
+        """(Re)starts the child: closes a running one, spawns a new one, does the handshake."""
+        with self._lock:
+            self.spawn()
+            self.handshake()
+
+    def spawn(self) -> None:
+        """Starts a new child (closing a running one, which counts as a restart); ``handshake``
+        then greets it. A pool spawns all its children first, so their start-ups overlap."""
+        with self._lock:
+            self._check_owner()
+            if self._process is not None:
+                self.close()
+            if self._started:
+                self.restarts += 1
+            self._started = True
+            region_fds = (self.shared_region.fd,) if self.shared_region is not None else ()
+            process = ChildProcess.spawn(self.build_sprint_args, env=self.env, cwd=self.cwd, extra_fds=region_fds,
+                                         output_lines=self.output_lines, echo_output=self.echo_output)
+            try:
+                link = ParentLink(process.read_fd, process.write_fd, timeout=self.timeout,
+                                  max_payload=self.max_payload)
+            except BaseException:
+                os.close(process.read_fd)
+                os.close(process.write_fd)
+                process.kill_now()
+                process.wait_or_kill(1.0)
+                raise
+            self._process, self._link = process, link
+            self.protocol = None
+            self.is_calculating = False
+            self._out_of_step = False
+            register(self)
+
+    def handshake(self) -> None:
+        """Greets a freshly spawned child (v1 ``init``, then protocol 2 and shared memory if both
+        ends can), bounded by ``start_timeout``."""
+        link = self._require_link()
+        link.timeout = self.start_timeout
+        try:
+            with self._exchange("during the start-up handshake", handshake=True):
+                self.protocol = link.handshake(self.name, protocol=self.requested_protocol, shared=self.shared_region)
+        finally:
+            if self._link is link:
+                link.timeout = self.timeout
+        logger.debug("Sprint child pid %s speaks protocol %s", self.child_pid, self.protocol)
+
+    def needs_restart(self) -> Optional[str]:
+        """Why the child must be (re)started before its next use, or None when it is ready."""
+        if self._out_of_step:
+            return "an exchange with it was interrupted"
+        process = self._process
+        if process is None:
+            if not self._started:
+                return "it was not started"
+            error = self.last_error
+            return f"it failed: {error}".splitlines()[0] if error is not None else "it was stopped"
+        if process.poll() is not None:
+            return f"it {describe_exit(process.returncode)} after its last answer"
+        return None
+
+    def ensure_running(self) -> None:
+        """Restarts the child when ``needs_restart`` says so: one that is out of step is killed,
+        one that died after its last answer is reaped (rather than failing the next request on a
+        broken pipe)."""
+        with self._lock:
+            reason = self.needs_restart()
+            if reason is None:
+                return
+            if self._started:
+                logger.warning("restarting Sprint child (pid %s): %s", self.child_pid, reason)
+            if self._out_of_step:
+                self.kill()
+            self.init()
+
+    def restart(self) -> None:
+        """Kills the child (whatever it is doing) and starts a new one."""
+        with self._lock:
+            self.kill()
+            self.init()
+
+    def kill_now(self) -> None:
+        """SIGKILL only, from any thread: a thread blocked on this child's pipes then sees EOF or
+        EPIPE and cleans up itself (the fds are not touched here)."""
+        process = self._process
+        if process is not None:
+            process.kill_now()
+
+    def kill(self) -> None:
+        """Kills the child right away (after a timeout, a broken stream or an interrupted exchange)
+        and reaps it."""
+        process, link = self._process, self._link
+        self._link = None
+        if link is not None:
+            link.close()
+        if process is not None:
+            process.kill_now()
+            process.wait_or_kill(5.0)
+            process.join_output(1.0)
+            self._last_tail = process.tail()
+        self._process = None
+        self.is_calculating = False
+        self._out_of_step = False
+        unregister(self)
+
+    def close(self) -> Optional[int]:
+        """Asks the child to exit, waits ``exit_timeout``, then terminates/kills it; reaps it and
+        closes every fd. Returns its exit status (None when there was no child). Idempotent. A child
+        with a request under way is killed at once: it would not read ``exit``."""
+        with self._lock:
+            process, link = self._process, self._link
+            if process is None:
+                return None
+            if self.busy:
+                self.kill()
+                return process.returncode
+            if link is not None and process.poll() is None:
+                try:
+                    link.timeout = self.exit_timeout  # a child that reads nothing must not block close()
+                    link.send_exit()
+                except (OSError, SprintControlError, ValueError):
+                    pass
+            if link is not None:
+                link.close()  # the child also sees EOF on its read end
+            self._link = None
+            rc = process.wait_or_kill(self.exit_timeout)
+            process.join_output(1.0)
+            self._last_tail = process.tail()
+            self._process = None
+            self.is_calculating = False
+            unregister(self)
+            if rc not in (0, None):
+                logger.debug("Sprint child pid %s %s", process.pid, describe_exit(rc))
+            return rc
+
+    def exit_handler(self) -> None:
+        """Closes the child (RETURNN's name; called at interpreter exit)."""
+        if os.getpid() != self.parent_pid:
+            return  # a forked copy of the parent must not touch our children
+        self.close()
+
+    def _require_link(self) -> ParentLink:
+        self._check_owner()
+        if self._link is None or self._process is None:
+            raise SprintChildError(
+                "the Sprint child is not running (it died or was closed); call init() to restart it",
+                None, self.stderr_tail,
+            )
+        return self._link
+
+    @contextlib.contextmanager
+    def _exchange(self, what: str, waiting_for: str = "", *, pending_after: bool = False, sending: bool = False,
+                  handshake: bool = False) -> Iterator[None]:
+        """One step of an exchange: out of step until it completes; failures translated in one place
+        (``failures.translate``; ``what`` says what was under way, ``waiting_for`` what a timeout
+        waited for); on success, ``is_calculating`` becomes ``pending_after``."""
+        self._out_of_step = True
+        try:
+            yield
+        except (SprintControlError, EOFError, OSError) as exc:
+            if isinstance(exc, SprintRemoteError) and not handshake:
+                # the child's error answer was read whole: the stream is in step
+                self.is_calculating = False
+                self._out_of_step = False
+            err = failures.translate(self, exc, what, waiting_for or what, handshake=handshake, sending=sending)
+            if err is None:
+                raise
+            if isinstance(err, SprintRemoteError):
+                raise err from None
+            raise err from exc
+        self.is_calculating = pending_after
+        self._out_of_step = False
+
+    def __del__(self):  # last resort; close() / atexit are the real paths
+        try:
+            if self._process is not None and self._process.poll() is None and os.getpid() == self.parent_pid:
+                self.kill()
+        except Exception:
+            pass
