@@ -2,13 +2,21 @@
 emulator children each (``sprint_control.tools.bench_ray``).
 
 Where Ray is not installed the benchmark does not exist (the suite's own runner, like asv, then
-has nothing to run); with Ray, a local cluster (loopback, no dashboard) is started for each run."""
+has nothing to run); with Ray, a local cluster (no dashboard) is started for each run. Ray's servers
+listen on every interface whatever node address they are given, so the benchmark exists only where
+loopback is the only interface: run asv inside ``unshare -n`` (as ``.ci/run`` does)."""
 
 from __future__ import annotations
 
 import importlib.util
+import socket
 
-if importlib.util.find_spec("ray") is not None:
+
+def _ray_stays_on_this_machine() -> bool:
+    return importlib.util.find_spec("ray") is not None and all(n == "lo" for _, n in socket.if_nameindex())
+
+
+if _ray_stays_on_this_machine():
 
     class RayOverhead:
         """Milliseconds per batch of 2 sequences that the Ray pool takes over the local pool, at a

@@ -62,6 +62,7 @@ def agree(ok: bool, rank: int, world: int) -> list[int]:
 
 def main(rank: int, world: int, port: int, outdir: str, mode: str) -> int:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo binds the hostname's interface otherwise
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     torch.manual_seed(0)

@@ -15,13 +15,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from raylib import NODE_LABEL  # noqa: E402
+from raylib import NODE_LABEL, require_loopback_only  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster for the whole test module (starting one costs seconds)."""
     ray = pytest.importorskip("ray")
+    require_loopback_only()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", labels=NODE_LABEL,
              log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})

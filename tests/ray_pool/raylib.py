@@ -4,6 +4,7 @@ to it (the reference), and process checks."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import numpy as np
@@ -24,6 +25,21 @@ EMULATOR_ARGS = [
     "--*.training-criterion=ctc",
     "--*.log-level=warning",
 ]
+def require_loopback_only() -> None:
+    """Skips unless loopback is this network namespace's only interface.
+
+    Ray's servers listen on every interface whatever node address they are given, so its tests run
+    only where nothing but loopback can reach them: ``.ci/run`` runs the suite under ``unshare -n``;
+    by hand: ``unshare -n sh -c 'ip link set lo up; python -m pytest tests/ray_pool'`` (as root).
+    """
+    import pytest
+
+    others = sorted(name for _, name in socket.if_nameindex() if name != "lo")
+    if others:
+        pytest.skip(f"Ray would listen on {', '.join(others)} too: run in a namespace with loopback only"
+                    " (unshare -n), as .ci/run does")
+
+
 #: the label the test cluster's one node carries (node_label tests select on it)
 NODE_LABEL = {"sprint-test": "yes"}
 TAGS = [s.name for s in CORPUS.segments]

@@ -7,7 +7,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from raylib import EMULATOR_ARGS, batch, wait_gone  # noqa: E402
+from raylib import EMULATOR_ARGS, batch, require_loopback_only, wait_gone  # noqa: E402
 
 from sprint_control.ray import RaySprintPool  # noqa: E402
 
@@ -17,6 +17,7 @@ LOCAL = dict(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", 
 
 @pytest.fixture(autouse=True)
 def no_usage_stats(monkeypatch):
+    require_loopback_only()
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     assert not ray.is_initialized(), "another test module left Ray running"
     yield
