@@ -26,7 +26,7 @@ def merge_shuffled(rng, automata):
         offsets[b] = offset
         offset += automata[b][0] + int(rng.integers(0, 2))  # sometimes a state that belongs to no sequence
     edges, weights = [], []
-    for b, (n, e, w) in enumerate(automata):
+    for b, (_, e, w) in enumerate(automata):
         edges.append(np.stack([e[0] + offsets[b], e[1] + offsets[b], e[2], np.full(e.shape[1], b)]))
         weights.append(w)
     edges, weights = np.concatenate(edges, axis=1), np.concatenate(weights)
@@ -76,6 +76,17 @@ def _case(seed, batch=4, num_labels=3, max_time=4):
     lens = rng.integers(0, max_time + 1, batch)
     lp = rng.normal(size=(max_time, batch, num_labels)) * 2
     return automata, edges, weights, start_end, lens, lp
+
+
+@pytest.fixture(autouse=True)
+def every_thread_count_is_worth_it(monkeypatch):
+    """The compiled kernel runs small batches on one thread; here even tiny ones go parallel."""
+    from sprint_control.emulator import fsa
+
+    if fsa.IMPLEMENTATION == "cython":
+        from sprint_control.emulator import _fsa
+
+        monkeypatch.setattr(_fsa, "WORK_PER_THREAD", 1)
 
 
 @pytest.mark.parametrize("seed", range(12))
