@@ -8,7 +8,7 @@ OpenMP thread with the GIL released, and writes ``scale[b] * occupancy`` straigh
 criteria) is that kernel on a batch of one.
 
 Per frame and state the recursion is one log-sum-exp over the edges into (forward) or out of (backward)
-the state, grouped in advance: one exp per edge and one log per state. Scores are read in their own
+the state, grouped in advance: one exp per edge but the largest and one log per state. Scores are read in their own
 precision (float32 or float64); everything summed is float64. The backward pass produces the edge
 occupancies as it goes, ``exp(alpha[t, from] + score + beta[t+1, to] - log Z)`` =
 ``exp(score + beta[t+1, to] - m) * exp(alpha[t, from] + m - log Z)`` with the exponentials of its own
@@ -82,7 +82,7 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* al
                      double* tmp) noexcept nogil:
     """alpha of sequence b: all T_b + 1 rows when ``keep``, else two alternating rows. Returns log Z."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1
+    cdef Py_ssize_t t, s, k, k0, k1, top
     cdef double v, m, acc
     cdef double* prev
     cdef double* cur
@@ -99,6 +99,7 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* al
         for s in range(n):
             k0, k1 = L.in_ptr[lo + s], L.in_ptr[lo + s + 1]
             m = -INFINITY
+            top = 0
             for k in range(k0, k1):
                 v = prev[L.in_src[k]]
                 if v != -INFINITY:
@@ -106,12 +107,14 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* al
                 tmp[k - k0] = v
                 if v > m:
                     m = v
+                    top = k - k0
             if m == -INFINITY:
                 cur[s] = -INFINITY
                 continue
-            acc = 0.0
+            acc = 1.0  # exp(m - m) of the largest term, not computed
             for k in range(k1 - k0):
-                acc += exp(tmp[k] - m)
+                if k != top:
+                    acc += exp(tmp[k] - m)
             cur[s] = m + log(acc)
     return alpha[(t_b * n if keep else (t_b % 2) * n) + L.final[b]]
 
@@ -121,7 +124,7 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
     """beta of sequence b down from its last frame; adds ``scale * occupancy`` of every edge at every frame
     to ``out`` (frame row, column seq * V + emission) and, summed over frames, to ``eout``."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1
+    cdef Py_ssize_t t, s, k, k0, k1, top
     cdef double v, m, acc, f, occ, a
     cdef double* nxt = beta
     cdef double* cur = beta + n
@@ -138,6 +141,7 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
         for s in range(n):
             k0, k1 = L.out_ptr[lo + s], L.out_ptr[lo + s + 1]
             m = -INFINITY
+            top = 0
             for k in range(k0, k1):
                 v = nxt[L.out_dst[k]]
                 if v != -INFINITY:
@@ -145,14 +149,17 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
                 tmp[k - k0] = v
                 if v > m:
                     m = v
+                    top = k - k0
             if m == -INFINITY:
                 cur[s] = -INFINITY
                 continue
-            acc = 0.0
+            acc = 1.0
             for k in range(k1 - k0):
-                v = exp(tmp[k] - m)
-                tmp[k] = v
-                acc += v
+                if k != top:
+                    v = exp(tmp[k] - m)
+                    tmp[k] = v
+                    acc += v
+            tmp[top] = 1.0
             cur[s] = m + log(acc)
             a = alpha[t * n + s]
             if a == -INFINITY:
