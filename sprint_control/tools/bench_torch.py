@@ -108,7 +108,13 @@ def contenders(problem) -> dict[str, Callable[[], None]]:
             "viterbi": lambda: fullsum_viterbi(log_probs, lens, edges, weights, start_end)}
 
 
-def measure(size: Sequence[int], threads: int, repeats: int, names: Sequence[str] = CONTENDERS) -> dict:
+#: ``wall``: elapsed time; ``process``: CPU time of the whole process (all threads): on a loaded machine the
+#: one-thread figures it gives do not include the time spent waiting for a core
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def measure(size: Sequence[int], threads: int, repeats: int, names: Sequence[str] = CONTENDERS,
+            clock: str = "wall") -> dict:
     """Median seconds per contender on ``threads`` threads (torch's and the kernel's), rounds interleaved."""
     import torch
 
@@ -120,18 +126,19 @@ def measure(size: Sequence[int], threads: int, repeats: int, names: Sequence[str
         for call in calls.values():  # warm-up: first-call allocations and thread start-up
             call()
         times: dict[str, list[float]] = {k: [] for k in calls}
+        now = CLOCKS[clock]
         for _ in range(repeats):
             for k, call in calls.items():
-                t0 = time.perf_counter()
+                t0 = now()
                 call()
-                times[k].append(time.perf_counter() - t0)
+                times[k].append(now() - t0)
     finally:
         torch.set_num_threads(before)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
 def measure_sizes(sizes: Sequence[Sequence[int]], threads: Sequence[int], repeats: int,
-                  names: Sequence[str] = CONTENDERS) -> list[dict]:
+                  names: Sequence[str] = CONTENDERS, clock: str = "wall") -> list[dict]:
     """A row per size: medians per thread count and contender, ratios to ctc_loss and two threads over one."""
     rows = []
     for size in sizes:
@@ -139,7 +146,7 @@ def measure_sizes(sizes: Sequence[Sequence[int]], threads: Sequence[int], repeat
         row: dict = {"size": list(size), "seconds": {}}
         for n in threads:
             # the ops path on several CPU threads measures torch's scheduling of tiny parallel ops, not the path
-            row["seconds"][n] = measure(size, n, repeats, [k for k in chosen if k != "ops" or n == 1])
+            row["seconds"][n] = measure(size, n, repeats, [k for k in chosen if k != "ops" or n == 1], clock)
             if "ctc_loss" in row["seconds"][n]:
                 for k, v in row["seconds"][n].items():
                     if k != "ctc_loss":
@@ -192,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", nargs="+", type=positive_int, default=[1, 2], help="thread counts (default 1 2)")
     ap.add_argument("--repeats", type=positive_int, default=7, help="interleaved rounds per size (default 7)")
     ap.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall: elapsed time (default); process: CPU time of all threads")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     return ap
 
@@ -208,15 +217,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(PROG, "needs PyTorch: pip install sprint_control[torch]")
     from ..emulator import fsa
 
-    rows = measure_sizes(args.sizes, args.threads, args.repeats, args.contenders)
+    rows = measure_sizes(args.sizes, args.threads, args.repeats, args.contenders, args.clock)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"sprint_control bench --torch: fsa kernel {fsa.IMPLEMENTATION}, torch {torch.__version__},"
           f" {os.cpu_count()} cores, load average {load:.1f}, Python {platform.python_version()}")
-    print("forward+backward, CPU float32, medians of interleaved rounds; ratios to ctc_loss in the same run")
+    print(f"forward+backward, CPU float32, {args.clock} clock, medians of {args.repeats} interleaved rounds;"
+          " ratios to ctc_loss in the same run")
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "implementation": fsa.IMPLEMENTATION, "load_average": load,
+                       "clock": args.clock, "repeats": args.repeats,
                        "cpu_count": os.cpu_count(), "rows": rows}, f, indent=2)
     return 0
 
