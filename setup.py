@@ -13,7 +13,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ENV = runpy.run_path(os.path.join(HERE, "sprint_control", "_env.py"))
 
 
-
 def _openmp_args():
     """``-fopenmp`` where the C compiler builds and links it, else nothing: the kernel then runs its
     sequences one after the other (its ``prange`` compiles to a plain loop)."""
@@ -36,11 +35,13 @@ def _openmp_args():
     return {"extra_compile_args": ["-fopenmp"], "extra_link_args": ["-fopenmp"]}
 
 
-#: module -> (its .pyx, the csrc/ files linked into it[, a callable giving extra Extension arguments])
+#: module -> (its .pyx, the csrc/ files linked into it)
 EXTENSIONS = {
     "sprint_control.wire._framing": ("sprint_control/wire/_framing.pyx", ["csrc/frame_io.c"]),
-    "sprint_control.emulator._fsa": ("sprint_control/emulator/_fsa.pyx", [], _openmp_args),
+    "sprint_control.emulator._fsa": ("sprint_control/emulator/_fsa.pyx", []),
 }
+#: module -> a callable giving its extra Extension arguments
+EXTRA_ARGS = {"sprint_control.emulator._fsa": _openmp_args}
 
 
 def _extensions():
@@ -50,8 +51,8 @@ def _extensions():
     from Cython.Build import cythonize
 
     exts = []
-    for name, (pyx, sources, *extra) in EXTENSIONS.items():
-        more = extra[0]() if extra else {}
+    for name, (pyx, sources) in EXTENSIONS.items():
+        more = EXTRA_ARGS[name]() if name in EXTRA_ARGS else {}
         exts.append(
             Extension(
                 name,

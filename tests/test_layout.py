@@ -159,8 +159,8 @@ ALLOWED_IMPORTS = {
     "emulator": {"base", "emulator"},  # stands alone: it loads the Sprint-side module by name, as RASR does
     "sprint": {"base", "wire", "sprint"},
     "parent": {"base", "wire", "parent"},
-    "torch": {"base", "wire", "parent", "torch"},
-    "tools": {"base", "wire", "parent", "emulator", "tools"},
+    "torch": {"base", "wire", "parent", "emulator", "torch"},  # emulator: the fsa kernel its criteria share
+    "tools": {"base", "wire", "parent", "emulator", "torch", "tools"},
     "cli": {"base", "tools", "cli"},
     "compat": {"wire"},  # the old module paths
 }
