@@ -8,10 +8,13 @@ OpenMP thread with the GIL released, and writes ``scale[b] * occupancy`` straigh
 criteria) is that kernel on a batch of one.
 
 Per frame and state the recursion is one log-sum-exp over the edges into (forward) or out of (backward)
-the state, grouped in advance: one exp per edge but the largest and one log per state. Scores are read in their own
-precision (float32 or float64); everything summed is float64. The backward pass produces the edge
-occupancies as it goes, ``exp(alpha[t, from] + score + beta[t+1, to] - log Z)`` =
-``exp(score + beta[t+1, to] - m) * exp(alpha[t, from] + m - log Z)`` with the exponentials of its own
+the state, grouped in advance, without a log: a state's value is kept as ``m + log(acc)`` with ``acc`` in
+[0.5, 1) (``frexp`` moves the exponent of a sum into ``m``), so a log-sum-exp is ``m' = max(m + score)``
+and ``acc' = sum(acc * exp(m + score - m'))``: one exp per edge but the largest, and each term is relative
+to its state's own maximum, so no state far below the frame's best one is lost (no per-frame rescaling).
+Scores are read in their own precision (float32 or float64); everything summed is float64. The backward
+pass produces the edge occupancies as it goes, ``exp(alpha[t, from] + score + beta[t+1, to] - log Z)`` =
+``acc_beta * exp(m_beta + score - m') * acc_alpha * exp(m_alpha + m' - log Z)`` from the terms of its own
 log-sum-exp, so no (T, E) temporaries exist and only alpha is kept over time.
 """
 
@@ -19,13 +22,15 @@ import numpy as np
 
 cimport numpy as cnp
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, exp, isfinite, log
+from libc.math cimport INFINITY, M_LN2, exp, frexp, isfinite, log
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
 from ._fsa_py import _check, batch_layout, check_log_probs, check_outputs
 
 cnp.import_array()
+
+cdef double LN2 = M_LN2
 
 IMPLEMENTATION = "cython"
 
@@ -78,30 +83,35 @@ cdef Layout _layout(object lay, tuple shape):
     return L
 
 
-cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* alpha, bint keep,
+cdef inline void _store(double* m, double* acc, Py_ssize_t s, double top, double total) noexcept nogil:
+    """Stores ``top + log(total)`` as ``(m, acc)`` with ``acc`` in [0.5, 1): frexp instead of a log."""
+    cdef int e
+    acc[s] = frexp(total, &e)
+    m[s] = top + e * LN2
+
+
+cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* am, double* aa, bint keep,
                      double* tmp) noexcept nogil:
-    """alpha of sequence b: all T_b + 1 rows when ``keep``, else two alternating rows. Returns log Z."""
+    """alpha of sequence b as ``am + log(aa)``: all T_b + 1 rows when ``keep``, else two alternating rows.
+    Returns log Z."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1, top
-    cdef double v, m, acc
-    cdef double* prev
-    cdef double* cur
+    cdef Py_ssize_t t, s, k, k0, k1, j, top, src, prev, cur
+    cdef double v, m, total
     cdef const real_t* row
     for s in range(n):
-        alpha[s] = -INFINITY
-    alpha[L.start[b]] = 0.0
+        am[s] = -INFINITY
+        aa[s] = 0.0
+    am[L.start[b]] = 0.0
+    aa[L.start[b]] = 1.0
     for t in range(t_b):
-        if keep:
-            prev, cur = alpha + t * n, alpha + (t + 1) * n
-        else:
-            prev, cur = alpha + (t % 2) * n, alpha + ((t + 1) % 2) * n
+        prev, cur = (t * n, (t + 1) * n) if keep else ((t % 2) * n, ((t + 1) % 2) * n)
         row = lp + t * frame
         for s in range(n):
             k0, k1 = L.in_ptr[lo + s], L.in_ptr[lo + s + 1]
             m = -INFINITY
             top = 0
             for k in range(k0, k1):
-                v = prev[L.in_src[k]]
+                v = am[prev + L.in_src[k]]
                 if v != -INFINITY:
                     v = v + <double>row[L.in_col[k]] - L.in_w[k]
                 tmp[k - k0] = v
@@ -109,31 +119,35 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* al
                     m = v
                     top = k - k0
             if m == -INFINITY:
-                cur[s] = -INFINITY
+                am[cur + s] = -INFINITY
+                aa[cur + s] = 0.0
                 continue
-            acc = 1.0  # exp(m - m) of the largest term, not computed
-            for k in range(k1 - k0):
-                if k != top:
-                    acc += exp(tmp[k] - m)
-            cur[s] = m + log(acc)
-    return alpha[(t_b * n if keep else (t_b % 2) * n) + L.final[b]]
+            total = 0.0
+            for k in range(k0, k1):
+                j = k - k0
+                src = prev + L.in_src[k]
+                total += aa[src] if j == top else aa[src] * exp(tmp[j] - m)
+            _store(am + cur, aa + cur, s, m, total)
+    k = (t_b * n if keep else (t_b % 2) * n) + L.final[b]
+    return am[k] + log(aa[k]) if am[k] != -INFINITY else -INFINITY
 
 
 cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout, double scale, Py_ssize_t b,
-                    const double* alpha, double log_z, double* beta, double* tmp) noexcept nogil:
-    """beta of sequence b down from its last frame; adds ``scale * occupancy`` of every edge at every frame
-    to ``out`` (frame row, column seq * V + emission) and, summed over frames, to ``eout``."""
+                    const double* am, const double* aa, double log_z, double* bm, double* ba,
+                    double* tmp) noexcept nogil:
+    """beta of sequence b (as ``bm + log(ba)``, two rows) down from its last frame; adds ``scale * occupancy``
+    of every edge at every frame to ``out`` (frame row, column seq * V + emission) and, summed over frames,
+    to ``eout``."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1, top
-    cdef double v, m, acc, f, occ, a
-    cdef double* nxt = beta
-    cdef double* cur = beta + n
-    cdef double* swap
+    cdef Py_ssize_t t, s, k, k0, k1, j, top, dst, nxt = 0, cur = n
+    cdef double v, m, total, f, occ, a
     cdef const real_t* row
     cdef out_t* g = NULL
     for s in range(n):
-        nxt[s] = -INFINITY
-    nxt[L.final[b]] = 0.0
+        bm[s] = -INFINITY
+        ba[s] = 0.0
+    bm[L.final[b]] = 0.0
+    ba[L.final[b]] = 1.0
     for t in range(t_b - 1, -1, -1):
         row = lp + t * frame
         if out != NULL:
@@ -143,7 +157,7 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
             m = -INFINITY
             top = 0
             for k in range(k0, k1):
-                v = nxt[L.out_dst[k]]
+                v = bm[nxt + L.out_dst[k]]
                 if v != -INFINITY:
                     v = v + <double>row[L.out_col[k]] - L.out_w[k]
                 tmp[k - k0] = v
@@ -151,20 +165,21 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
                     m = v
                     top = k - k0
             if m == -INFINITY:
-                cur[s] = -INFINITY
+                bm[cur + s] = -INFINITY
+                ba[cur + s] = 0.0
                 continue
-            acc = 1.0
-            for k in range(k1 - k0):
-                if k != top:
-                    v = exp(tmp[k] - m)
-                    tmp[k] = v
-                    acc += v
-            tmp[top] = 1.0
-            cur[s] = m + log(acc)
-            a = alpha[t * n + s]
+            total = 0.0
+            for k in range(k0, k1):  # tmp becomes exp(score + beta[t + 1, to] - m)
+                j = k - k0
+                dst = nxt + L.out_dst[k]
+                v = ba[dst] if j == top else ba[dst] * exp(tmp[j] - m)
+                tmp[j] = v
+                total += v
+            _store(bm + cur, ba + cur, s, m, total)
+            a = am[t * n + s]
             if a == -INFINITY:
                 continue
-            f = exp(a + m - log_z) * scale
+            f = aa[t * n + s] * exp(a + m - log_z) * scale
             if f == 0.0:
                 continue
             for k in range(k0, k1):
@@ -173,19 +188,21 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
                     g[L.out_col[k]] += <out_t>occ
                 if eout != NULL:
                     eout[L.out_eid[k]] += occ
-        swap = nxt
-        nxt = cur
-        cur = swap
+        nxt, cur = cur, nxt
 
 
 cdef double _fullsum_one(const Layout* L, const real_t* lp, out_t* out, double* eout, double scale,
-                         Py_ssize_t b, double* work, Py_ssize_t max_size, Py_ssize_t max_group) noexcept nogil:
-    """One sequence; ``work`` holds beta (two rows), the per-group exponentials, then alpha."""
-    cdef Py_ssize_t t, k, n = L.size[b], t_b = L.lens[b], lo = L.lo[b]
+                         Py_ssize_t b, double* work, Py_ssize_t max_size, Py_ssize_t max_group,
+                         Py_ssize_t rows) noexcept nogil:
+    """One sequence; ``work`` holds beta (two rows of m, two of acc), the per-group terms, then alpha (m, acc:
+    ``rows`` each)."""
+    cdef Py_ssize_t t, k, n = L.size[b], lo = L.lo[b]
     cdef bint grads = out != NULL or eout != NULL
-    cdef double* beta = work
-    cdef double* tmp = work + 2 * max_size
-    cdef double* alpha = tmp + max_group
+    cdef double* bm = work
+    cdef double* ba = work + 2 * max_size
+    cdef double* tmp = work + 4 * max_size
+    cdef double* am = tmp + max_group
+    cdef double* aa = am + rows
     cdef double log_z
     if out != NULL:  # this sequence's rows of every frame: written here, by the thread that owns them
         for t in range(L.T):
@@ -193,18 +210,19 @@ cdef double _fullsum_one(const Layout* L, const real_t* lp, out_t* out, double* 
     if eout != NULL:
         for k in range(L.in_ptr[lo], L.in_ptr[lo + n]):
             eout[L.in_eid[k]] = 0.0
-    log_z = _forward(L, lp, b, alpha, grads, tmp)
+    log_z = _forward(L, lp, b, am, aa, grads, tmp)
     if grads and isfinite(log_z):
-        _backward(L, lp, out, eout, scale, b, alpha, log_z, beta, tmp)
+        _backward(L, lp, out, eout, scale, b, am, aa, log_z, bm, ba, tmp)
     return log_z
 
 
 cdef void _run_fullsum(const Layout* L, const real_t* lp, out_t* out, double* eout, const double* scale,
                        double* log_z, double* work, Py_ssize_t stride, Py_ssize_t max_size,
-                       Py_ssize_t max_group, int nthreads) noexcept nogil:
+                       Py_ssize_t max_group, Py_ssize_t rows, int nthreads) noexcept nogil:
     cdef Py_ssize_t b
     for b in prange(L.B, schedule="dynamic", num_threads=nthreads):
-        log_z[b] = _fullsum_one(L, lp, out, eout, scale[b], b, work + threadid() * stride, max_size, max_group)
+        log_z[b] = _fullsum_one(L, lp, out, eout, scale[b], b, work + threadid() * stride, max_size, max_group,
+                                rows)
 
 
 #: edge-frames (frames x edges) of work per thread: below it, another thread costs more to wake (up to a
@@ -232,11 +250,11 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     if L.B == 0:
         return log_z
     grads = out is not None or edge_out is not None
-    rows = (lay.lens + 1) * lay.size if grads else 2 * lay.size
+    cdef Py_ssize_t nrows = int(((lay.lens + 1) * lay.size if grads else 2 * lay.size).max())
     cdef Py_ssize_t max_size = int(lay.size.max())
     cdef Py_ssize_t mg = lay.max_group
     cdef int nthreads = _threads(num_threads, lay)
-    cdef Py_ssize_t stride = 2 * max_size + mg + int(rows.max())
+    cdef Py_ssize_t stride = 4 * max_size + mg + 2 * nrows
     work = np.empty(nthreads * stride)
     cdef double* wp = <double*>cnp.PyArray_DATA(work)
     cdef double* zp = <double*>cnp.PyArray_DATA(log_z)
@@ -248,13 +266,13 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     cdef const void* lpp = cnp.PyArray_DATA(log_probs)
     with nogil:
         if lp32 and out32:
-            _run_fullsum(&L, <const float*>lpp, <float*>op, ep, sp, zp, wp, stride, max_size, mg, nthreads)
+            _run_fullsum(&L, <const float*>lpp, <float*>op, ep, sp, zp, wp, stride, max_size, mg, nrows, nthreads)
         elif lp32:
-            _run_fullsum(&L, <const float*>lpp, <double*>op, ep, sp, zp, wp, stride, max_size, mg, nthreads)
+            _run_fullsum(&L, <const float*>lpp, <double*>op, ep, sp, zp, wp, stride, max_size, mg, nrows, nthreads)
         elif out32:
-            _run_fullsum(&L, <const double*>lpp, <float*>op, ep, sp, zp, wp, stride, max_size, mg, nthreads)
+            _run_fullsum(&L, <const double*>lpp, <float*>op, ep, sp, zp, wp, stride, max_size, mg, nrows, nthreads)
         else:
-            _run_fullsum(&L, <const double*>lpp, <double*>op, ep, sp, zp, wp, stride, max_size, mg, nthreads)
+            _run_fullsum(&L, <const double*>lpp, <double*>op, ep, sp, zp, wp, stride, max_size, mg, nrows, nthreads)
     return log_z
 
 

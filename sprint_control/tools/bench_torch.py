@@ -113,28 +113,35 @@ def contenders(problem) -> dict[str, Callable[[], None]]:
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
 
-def measure(size: Sequence[int], threads: int, repeats: int, names: Sequence[str] = CONTENDERS,
+def measure(size: Sequence[int], threads: Sequence[int], repeats: int, names: Sequence[str] = CONTENDERS,
             clock: str = "wall") -> dict:
-    """Median seconds per contender on ``threads`` threads (torch's and the kernel's), rounds interleaved."""
+    """Median seconds per thread count and contender (``{threads: {name: seconds}}``). The rounds interleave
+    everything: each round runs every contender on every thread count (torch's and the kernel's), so a
+    change of the machine's load hits all of them alike. ``ops`` runs on one thread only (on several CPU
+    threads it measures torch's scheduling of tiny parallel ops, not the path)."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    calls = contenders(make_problem(*size))
+    plan = [(n, k) for n in threads for k in names if k in calls and (k != "ops" or n == 1)]
+    times: dict = {(n, k): [] for n, k in plan}
+    now = CLOCKS[clock]
     try:
-        calls = contenders(make_problem(*size))
-        calls = {k: v for k, v in calls.items() if k in names}
-        for call in calls.values():  # warm-up: first-call allocations and thread start-up
-            call()
-        times: dict[str, list[float]] = {k: [] for k in calls}
-        now = CLOCKS[clock]
+        for n, k in plan:  # warm-up: first-call allocations and thread start-up
+            torch.set_num_threads(n)
+            calls[k]()
         for _ in range(repeats):
-            for k, call in calls.items():
+            for n, k in plan:
+                torch.set_num_threads(n)
                 t0 = now()
-                call()
-                times[k].append(now() - t0)
+                calls[k]()
+                times[(n, k)].append(now() - t0)
     finally:
         torch.set_num_threads(before)
-    return {k: statistics.median(v) for k, v in times.items()}
+    out: dict = {n: {} for n in threads}
+    for (n, k), v in times.items():
+        out[n][k] = statistics.median(v)
+    return out
 
 
 def measure_sizes(sizes: Sequence[Sequence[int]], threads: Sequence[int], repeats: int,
@@ -143,14 +150,11 @@ def measure_sizes(sizes: Sequence[Sequence[int]], threads: Sequence[int], repeat
     rows = []
     for size in sizes:
         chosen = [n for n in names if n != "ops" or size[0] * size[1] * (2 * size[3] + 3) <= OPS_LIMIT]
-        row: dict = {"size": list(size), "seconds": {}}
-        for n in threads:
-            # the ops path on several CPU threads measures torch's scheduling of tiny parallel ops, not the path
-            row["seconds"][n] = measure(size, n, repeats, [k for k in chosen if k != "ops" or n == 1], clock)
-            if "ctc_loss" in row["seconds"][n]:
-                for k, v in row["seconds"][n].items():
-                    if k != "ctc_loss":
-                        row.setdefault("over_ctc", {}).setdefault(n, {})[k] = v / row["seconds"][n]["ctc_loss"]
+        row: dict = {"size": list(size), "seconds": measure(size, threads, repeats, chosen, clock)}
+        for n, secs in row["seconds"].items():
+            if "ctc_loss" in secs:
+                row.setdefault("over_ctc", {})[n] = {k: v / secs["ctc_loss"] for k, v in secs.items()
+                                                     if k != "ctc_loss"}
         if 1 in threads and 2 in threads:
             one, two = row["seconds"][1], row["seconds"][2]
             row["two_over_one"] = {k: two[k] / one[k] for k in one if k in two}
