@@ -90,13 +90,46 @@ cdef inline void _store(double* m, double* acc, Py_ssize_t s, double top, double
     m[s] = top + e * LN2
 
 
+cdef inline double _group_scores(const double* m_prev, const int64_t* other, const int64_t* col,
+                                 const double* w, const real_t* row, Py_ssize_t k0, Py_ssize_t k1, double* tmp,
+                                 Py_ssize_t* top) noexcept nogil:
+    """``tmp[j] = m_prev[other[k]] + row[col[k]] - w[k]`` for the group's edges ``k = k0 + j``; returns their
+    maximum (``-inf``: no edge comes from a reachable state) and its position in ``top``."""
+    cdef Py_ssize_t k
+    cdef double v, m = -INFINITY
+    top[0] = 0
+    for k in range(k0, k1):
+        v = m_prev[other[k]]
+        if v != -INFINITY:
+            v = v + <double>row[col[k]] - w[k]
+        tmp[k - k0] = v
+        if v > m:
+            m = v
+            top[0] = k - k0
+    return m
+
+
+cdef inline double _group_terms(const double* acc_prev, const int64_t* other, Py_ssize_t k0, Py_ssize_t k1,
+                                double* tmp, double m, Py_ssize_t top) noexcept nogil:
+    """Turns the group's ``tmp`` into its terms ``acc_prev[other[k]] * exp(tmp[j] - m)`` (the largest one
+    without an exp) and returns their sum."""
+    cdef Py_ssize_t k, j
+    cdef double v, total = 0.0
+    for k in range(k0, k1):
+        j = k - k0
+        v = acc_prev[other[k]] if j == top else acc_prev[other[k]] * exp(tmp[j] - m)
+        tmp[j] = v
+        total += v
+    return total
+
+
 cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* am, double* aa, bint keep,
                      double* tmp) noexcept nogil:
     """alpha of sequence b as ``am + log(aa)``: all T_b + 1 rows when ``keep``, else two alternating rows.
     Returns log Z."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1, j, top, src, prev, cur
-    cdef double v, m, total
+    cdef Py_ssize_t t, s, k, k0, k1, top, prev, cur
+    cdef double m, total
     cdef const real_t* row
     for s in range(n):
         am[s] = -INFINITY
@@ -108,25 +141,12 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* am
         row = lp + t * frame
         for s in range(n):
             k0, k1 = L.in_ptr[lo + s], L.in_ptr[lo + s + 1]
-            m = -INFINITY
-            top = 0
-            for k in range(k0, k1):
-                v = am[prev + L.in_src[k]]
-                if v != -INFINITY:
-                    v = v + <double>row[L.in_col[k]] - L.in_w[k]
-                tmp[k - k0] = v
-                if v > m:
-                    m = v
-                    top = k - k0
+            m = _group_scores(am + prev, L.in_src, L.in_col, L.in_w, row, k0, k1, tmp, &top)
             if m == -INFINITY:
                 am[cur + s] = -INFINITY
                 aa[cur + s] = 0.0
                 continue
-            total = 0.0
-            for k in range(k0, k1):
-                j = k - k0
-                src = prev + L.in_src[k]
-                total += aa[src] if j == top else aa[src] * exp(tmp[j] - m)
+            total = _group_terms(aa + prev, L.in_src, k0, k1, tmp, m, top)
             _store(am + cur, aa + cur, s, m, total)
     k = (t_b * n if keep else (t_b % 2) * n) + L.final[b]
     return am[k] + log(aa[k]) if am[k] != -INFINITY else -INFINITY
@@ -139,8 +159,8 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
     of every edge at every frame to ``out`` (frame row, column seq * V + emission) and, summed over frames,
     to ``eout``."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1, j, top, dst, nxt = 0, cur = n
-    cdef double v, m, total, f, occ, a
+    cdef Py_ssize_t t, s, k, k0, k1, top, nxt = 0, cur = n
+    cdef double m, total, f, occ, a
     cdef const real_t* row
     cdef out_t* g = NULL
     for s in range(n):
@@ -154,27 +174,13 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
             g = out + t * frame
         for s in range(n):
             k0, k1 = L.out_ptr[lo + s], L.out_ptr[lo + s + 1]
-            m = -INFINITY
-            top = 0
-            for k in range(k0, k1):
-                v = bm[nxt + L.out_dst[k]]
-                if v != -INFINITY:
-                    v = v + <double>row[L.out_col[k]] - L.out_w[k]
-                tmp[k - k0] = v
-                if v > m:
-                    m = v
-                    top = k - k0
+            m = _group_scores(bm + nxt, L.out_dst, L.out_col, L.out_w, row, k0, k1, tmp, &top)
             if m == -INFINITY:
                 bm[cur + s] = -INFINITY
                 ba[cur + s] = 0.0
                 continue
-            total = 0.0
-            for k in range(k0, k1):  # tmp becomes exp(score + beta[t + 1, to] - m)
-                j = k - k0
-                dst = nxt + L.out_dst[k]
-                v = ba[dst] if j == top else ba[dst] * exp(tmp[j] - m)
-                tmp[j] = v
-                total += v
+            # tmp becomes the terms acc * exp(m_beta + score - m) of the edges, used again for the occupancies
+            total = _group_terms(ba + nxt, L.out_dst, k0, k1, tmp, m, top)
             _store(bm + cur, ba + cur, s, m, total)
             a = am[t * n + s]
             if a == -INFINITY:

@@ -273,6 +273,19 @@ def _sequence_edges(layout: BatchLayout, b: int, num_labels: int):
     return eid, src, dst, emission, layout.in_w[k0:k1][keep]
 
 
+def _sequences(layout: BatchLayout, log_probs: np.ndarray, totals: np.ndarray):
+    """Yields ``(b, eid, src, dst, emission, emit (T_b, e) float64)`` per sequence with frames and edges; a
+    sequence without frames gets its total here (0 when it starts in its final state, else -inf)."""
+    num_labels = log_probs.shape[2]
+    for b in range(layout.lens.shape[0]):
+        t_b = int(layout.lens[b])
+        eid, src, dst, emission, w = _sequence_edges(layout, b, num_labels)
+        if t_b == 0:
+            totals[b] = 0.0 if layout.start[b] == layout.final[b] else -np.inf
+        elif eid.size:
+            yield b, eid, src, dst, emission, log_probs[:t_b, b, :][:, emission].astype(np.float64) - w
+
+
 def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=None, scale=None, edge_out=None,
             num_threads=1, ranges=None):
     """Full-sum over a batch's merged automaton: returns the (B,) float64 log totals (``-inf`` where the
@@ -296,15 +309,8 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
         out[...] = 0
     if edge_out is not None:
         edge_out[...] = 0
-    for b in range(batch):
-        t_b = int(layout.lens[b])
-        eid, src, dst, emission, w = _sequence_edges(layout, b, num_labels)
-        if t_b == 0:
-            log_z[b] = 0.0 if layout.start[b] == layout.final[b] else -np.inf
-            continue
-        if eid.size == 0:
-            continue
-        emit = log_probs[:t_b, b, :][:, emission].astype(np.float64) - w
+    for b, eid, src, dst, emission, emit in _sequences(layout, log_probs, log_z):
+        t_b = emit.shape[0]
         total, gamma = _edge_posteriors(emit, int(layout.size[b]), src, dst, int(layout.start[b]),
                                         int(layout.final[b]))
         log_z[b] = total
@@ -332,15 +338,8 @@ def viterbi(log_probs, seq_lengths, edges, weights, start_end_states, *, num_thr
     score = np.full(batch, -np.inf)
     labels = np.full((max_time, batch), -1, dtype=np.int64)
     path = np.full((max_time, batch), -1, dtype=np.int64)
-    for b in range(batch):
-        t_b, size = int(layout.lens[b]), int(layout.size[b])
-        eid, src, dst, emission, w = _sequence_edges(layout, b, num_labels)
-        if t_b == 0:
-            score[b] = 0.0 if layout.start[b] == layout.final[b] else -np.inf
-            continue
-        if eid.size == 0:
-            continue
-        emit = log_probs[:t_b, b, :][:, emission].astype(np.float64) - w
+    for b, eid, src, dst, emission, emit in _sequences(layout, log_probs, score):
+        t_b, size = emit.shape[0], int(layout.size[b])
         order, starts, uniq, group_of = _groups(dst)
         delta = np.full(size, -np.inf)
         delta[int(layout.start[b])] = 0.0
