@@ -83,13 +83,6 @@ cdef Layout _layout(object lay, tuple shape):
     return L
 
 
-cdef inline void _store(double* m, double* acc, Py_ssize_t s, double top, double total) noexcept nogil:
-    """Stores ``top + log(total)`` as ``(m, acc)`` with ``acc`` in [0.5, 1): frexp instead of a log."""
-    cdef int e
-    acc[s] = frexp(total, &e)
-    m[s] = top + e * LN2
-
-
 cdef inline double _group_scores(const double* m_prev, const int64_t* other, const int64_t* col,
                                  const double* w, const real_t* row, Py_ssize_t k0, Py_ssize_t k1, double* tmp,
                                  Py_ssize_t* top) noexcept nogil:
@@ -123,13 +116,31 @@ cdef inline double _group_terms(const double* acc_prev, const int64_t* other, Py
     return total
 
 
+cdef inline double _log_sum(const double* m_prev, const double* acc_prev, const int64_t* other,
+                            const int64_t* col, const double* w, const real_t* row, Py_ssize_t k0, Py_ssize_t k1,
+                            double* tmp, double* m_out, double* acc_out) noexcept nogil:
+    """One state's log-sum-exp over its edge group ``k0:k1`` from the previous row ``(m_prev, acc_prev)``:
+    stores ``m + log(acc)`` as ``(m_out, acc_out)`` with ``acc`` in [0.5, 1) (frexp instead of a log) and
+    leaves the terms ``acc_prev * exp(m_prev + score - m)`` in ``tmp``. Returns ``m`` (``-inf``: no edge
+    comes from a reachable state)."""
+    cdef Py_ssize_t top
+    cdef int e
+    cdef double m = _group_scores(m_prev, other, col, w, row, k0, k1, tmp, &top)
+    if m == -INFINITY:
+        m_out[0] = -INFINITY
+        acc_out[0] = 0.0
+        return m
+    acc_out[0] = frexp(_group_terms(acc_prev, other, k0, k1, tmp, m, top), &e)
+    m_out[0] = m + e * LN2
+    return m
+
+
 cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* am, double* aa, bint keep,
                      double* tmp) noexcept nogil:
     """alpha of sequence b as ``am + log(aa)``: all T_b + 1 rows when ``keep``, else two alternating rows.
     Returns log Z."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1, top, prev, cur
-    cdef double m, total
+    cdef Py_ssize_t t, s, k, prev, cur
     cdef const real_t* row
     for s in range(n):
         am[s] = -INFINITY
@@ -140,14 +151,8 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, double* am
         prev, cur = (t * n, (t + 1) * n) if keep else ((t % 2) * n, ((t + 1) % 2) * n)
         row = lp + t * frame
         for s in range(n):
-            k0, k1 = L.in_ptr[lo + s], L.in_ptr[lo + s + 1]
-            m = _group_scores(am + prev, L.in_src, L.in_col, L.in_w, row, k0, k1, tmp, &top)
-            if m == -INFINITY:
-                am[cur + s] = -INFINITY
-                aa[cur + s] = 0.0
-                continue
-            total = _group_terms(aa + prev, L.in_src, k0, k1, tmp, m, top)
-            _store(am + cur, aa + cur, s, m, total)
+            _log_sum(am + prev, aa + prev, L.in_src, L.in_col, L.in_w, row, L.in_ptr[lo + s],
+                     L.in_ptr[lo + s + 1], tmp, am + cur + s, aa + cur + s)
     k = (t_b * n if keep else (t_b % 2) * n) + L.final[b]
     return am[k] + log(aa[k]) if am[k] != -INFINITY else -INFINITY
 
@@ -159,8 +164,8 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
     of every edge at every frame to ``out`` (frame row, column seq * V + emission) and, summed over frames,
     to ``eout``."""
     cdef Py_ssize_t n = L.size[b], lo = L.lo[b], t_b = L.lens[b], frame = L.B * L.V
-    cdef Py_ssize_t t, s, k, k0, k1, top, nxt = 0, cur = n
-    cdef double m, total, f, occ, a
+    cdef Py_ssize_t t, s, k, k0, k1, nxt = 0, cur = n
+    cdef double m, f, occ, a
     cdef const real_t* row
     cdef out_t* g = NULL
     for s in range(n):
@@ -174,14 +179,11 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
             g = out + t * frame
         for s in range(n):
             k0, k1 = L.out_ptr[lo + s], L.out_ptr[lo + s + 1]
-            m = _group_scores(bm + nxt, L.out_dst, L.out_col, L.out_w, row, k0, k1, tmp, &top)
+            # tmp gets the terms acc * exp(m_beta + score - m) of the edges, used again for the occupancies
+            m = _log_sum(bm + nxt, ba + nxt, L.out_dst, L.out_col, L.out_w, row, k0, k1, tmp, bm + cur + s,
+                         ba + cur + s)
             if m == -INFINITY:
-                bm[cur + s] = -INFINITY
-                ba[cur + s] = 0.0
                 continue
-            # tmp becomes the terms acc * exp(m_beta + score - m) of the edges, used again for the occupancies
-            total = _group_terms(ba + nxt, L.out_dst, k0, k1, tmp, m, top)
-            _store(bm + cur, ba + cur, s, m, total)
             a = am[t * n + s]
             if a == -INFINITY:
                 continue
