@@ -87,6 +87,7 @@ def every_thread_count_is_worth_it(monkeypatch):
         from sprint_control.emulator import _fsa
 
         monkeypatch.setattr(_fsa, "WORK_PER_THREAD", 1)
+        monkeypatch.setattr(_fsa, "VITERBI_WORK_PER_THREAD", 1)
 
 
 @pytest.mark.parametrize("seed", range(12))
