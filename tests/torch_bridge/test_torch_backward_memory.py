@@ -84,3 +84,17 @@ def test_sprint_loss_on_float64_logits_converts_once_and_scales_the_copy():
     assert g.dtype == torch.float64
     torch.testing.assert_close(saved, keep, rtol=0, atol=0)
     torch.testing.assert_close(g, keep.double() * torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64).view(1, -1, 1))
+
+
+@pytest.mark.parametrize("make", [_sprint, _fullsum], ids=["sprint_loss", "fullsum_loss"])
+def test_gradients_accumulated_into_grad_over_retained_backwards_are_right(make):
+    # .backward() hands the gradient to the leaf's accumulator, which may keep the tensor itself as .grad
+    # and add later gradients into it in place: the saved gradient must not be that tensor
+    x, loss = make()
+    (unit,) = torch.autograd.grad(loss.sum(), x, retain_graph=True)
+    unit = unit.clone()
+    loss.sum().backward(retain_graph=True)
+    loss.sum().backward(retain_graph=True)
+    loss.backward(torch.tensor([2.0, -1.0, 0.5]), retain_graph=True)
+    loss.sum().backward()
+    torch.testing.assert_close(x.grad, unit * torch.tensor([5.0, 2.0, 3.5]).view(1, -1, 1), rtol=1e-6, atol=1e-6)
