@@ -159,10 +159,10 @@ ALLOWED_IMPORTS = {
     "emulator": {"base", "emulator"},  # stands alone: it loads the Sprint-side module by name, as RASR does
     "sprint": {"base", "wire", "sprint"},
     "parent": {"base", "wire", "parent"},
-    "torch": {"base", "wire", "parent", "torch"},
+    "torch": {"base", "wire", "parent", "emulator", "torch"},  # emulator: the fsa kernel its criteria share
     "returnn": {"base", "wire", "parent", "returnn"},  # the switch for RETURNN users: a pool under RETURNN's name
     "ray": {"base", "wire", "parent", "ray"},  # the optional extra: the parent side on a Ray cluster
-    "tools": {"base", "wire", "parent", "emulator", "ray", "tools"},
+    "tools": {"base", "wire", "parent", "emulator", "torch", "ray", "tools"},
     "cli": {"base", "tools", "cli"},
     "compat": {"wire"},  # the old module paths
 }

@@ -527,8 +527,17 @@ def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2", child:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``sprint-control bench``: the child modes of this module, else the command (``bench_cli``)."""
+    """``sprint-control bench``: the child modes of this module, the PyTorch bridge's table (``--torch``,
+    ``bench_torch``) and the Ray pool's overhead (``--ray``, ``bench_ray``), else the link's table (``bench_cli``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--torch"]:
+        from .bench_torch import main as torch_main
+
+        return torch_main(argv[1:])
+    if argv[:1] == ["--ray"]:
+        from .bench_ray import main as ray_main
+
+        return ray_main(argv[1:])
     if argv[:1] == ["--pipe-child"]:
         return child_main(argv[1:])
     if argv[:1] == ["--rss-probe"]:

@@ -9,7 +9,6 @@ unless Ray is initialised already. ``python -m sprint_control.tools.bench_ray [-
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -18,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
+
+from ._cli import OneLineParser, positive_int, writable_file_problem
 
 #: (time, label) of each sequence: a small batch (latency) and the large size of ``tools.bench``
 SIZES: tuple[tuple[int, int], ...] = ((20, 88), (1000, 9001))
@@ -93,12 +94,15 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="sprint-control bench-ray", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2, help="sequences per batch (default 2)")
-    parser.add_argument("--instances", type=int, default=2, help="children in each pool (default 2)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed batches per size (default 10)")
+    parser = OneLineParser(prog="sprint-control bench --ray", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--batch", type=positive_int, default=2, help="sequences per batch (default 2)")
+    parser.add_argument("--instances", type=positive_int, default=2, help="children in each pool (default 2)")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed batches per size (default 10)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows to FILE")
     args = parser.parse_args(argv)
+    problem = writable_file_problem(args.json) if args.json else None
+    if problem:  # found now, not after the whole run
+        parser.error(f"--json: {problem}")
     try:
         import ray  # noqa: F401
     except ImportError:

@@ -1,7 +1,11 @@
 """fullsum_loss: batched log-space forward-backward over RASR-style automata, against ctc_loss, finite
-differences and a plain per-sequence reference."""
+differences and a plain per-sequence reference; every test on both paths (the compiled kernel and the
+per-frame torch ops that other devices take)."""
 
 from __future__ import annotations
+
+import functools
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +15,15 @@ torch = pytest.importorskip("torch")
 from torch_testlib import ctc_automaton, fullsum_reference, merge  # noqa: E402
 
 from sprint_control.torch import fullsum_loss  # noqa: E402
+
+_FULLSUM = fullsum_loss
+
+
+@pytest.fixture(autouse=True, params=["kernel", "ops"])
+def backend(request, monkeypatch):
+    """Runs the test with ``fullsum_loss`` forced onto one path."""
+    monkeypatch.setattr(sys.modules[__name__], "fullsum_loss", functools.partial(_FULLSUM, backend=request.param))
+    return request.param
 
 LABELS = [[1, 2, 2], [3], [2, 1, 3, 3, 1], [4]]
 LENS = [10, 4, 12, 1]

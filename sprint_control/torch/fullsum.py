@@ -1,0 +1,161 @@
+"""Full-sum (Baum-Welch) loss over RASR's merged automata, as an autograd Function.
+
+CPU tensors go to the compiled kernel of :mod:`sprint_control.emulator.fsa` (the one the emulator's criteria
+use): one call per batch, sequences in parallel on ``torch.get_num_threads()`` threads without the GIL, reading
+the input tensor's memory and writing minus the occupancies straight into the gradient tensor. It runs forward
+and backward at once when a gradient is needed (RETURNN's FastBaumWelch does the same), so ``backward`` only
+scales. Tensors on other devices take the per-frame torch ops of :mod:`._ops`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..emulator import fsa as _fsa
+from . import _ops
+from ._common import SeqLengths, scaled_gradient, seq_lengths_numpy
+from .automata import AutomataCache, automata_for_batch
+
+__all__ = ["BACKENDS", "FullSumLossFunction", "fullsum_loss", "fullsum_loss_for_batch"]
+
+#: ``auto``: the compiled kernel for CPU tensors, the torch ops elsewhere; ``kernel``: always the kernel (device
+#: tensors are copied to the CPU and back); ``ops``: always the torch ops (any device, CPU included).
+BACKENDS = ("auto", "kernel", "ops")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half precision cannot hold log-sums over long sequences: it is computed in float32."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def cpu_numpy(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's memory as numpy (no copy when it is already a contiguous CPU tensor)."""
+    return t.detach().to("cpu").contiguous().numpy()
+
+
+class FullSumLossFunction(torch.autograd.Function):
+    """``forward(log_probs, seq_lengths, edges, weights, start_end_states[, backend])`` -> (batch,) ``-log Z``.
+
+    Gradients: ``-occupancy * grad`` for ``log_probs`` and the edge occupancies summed over frames for
+    ``weights`` (a cost), zero for sequences whose final state is unreachable (loss ``inf``).
+    """
+
+    @staticmethod
+    def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states, backend="auto"):  # type: ignore[override]
+        ctx.device, ctx.input_dtype = log_probs.device, log_probs.dtype
+        ctx.weights_dtype, ctx.weights_device = weights.dtype, weights.device
+        ctx.kernel = backend == "kernel" or (backend == "auto" and log_probs.device.type == "cpu")
+        if not ctx.kernel:
+            return _ops.forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states)
+        max_time, batch, _ = log_probs.shape
+        dtype = compute_dtype(log_probs.dtype)
+        x = log_probs.detach().to(device="cpu", dtype=dtype).contiguous()
+        need_lp, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        grad = torch.empty(x.shape, dtype=dtype) if need_lp else None
+        edge_out = np.empty(edges.shape[1]) if need_w else None
+        log_z = _fsa.fullsum(
+            x.numpy(),
+            cpu_numpy(seq_lengths),
+            cpu_numpy(edges),
+            cpu_numpy(weights),
+            cpu_numpy(start_end_states),
+            out=None if grad is None else grad.numpy(),
+            scale=np.full(batch, -1.0),
+            edge_out=edge_out,
+            num_threads=torch.get_num_threads(),
+        )
+        log_z = torch.from_numpy(log_z)
+        edge_grad = None if edge_out is None else torch.from_numpy(edge_out)
+        ctx.save_for_backward(grad, log_z, edge_grad, edges.detach().to("cpu")[3] if need_w else None)
+        return (-log_z).to(device=log_probs.device, dtype=log_probs.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):  # type: ignore[override]
+        if not ctx.kernel:
+            return _ops.backward(ctx, grad_loss) + (None,)
+        grad, log_z, edge_grad, seq = ctx.saved_tensors
+        # unreachable sequences have zero rows: any finite factor will do there (1 keeps the unit fast path)
+        scale = torch.where(torch.isfinite(log_z), grad_loss.detach().to("cpu", torch.float64), 1.0)
+        grad_lp = grad_w = None
+        if grad is not None:
+            grad_lp = scaled_gradient(ctx, grad, scale.to(grad.dtype), ctx.device, ctx.input_dtype)
+        if edge_grad is not None:
+            # the kernel wrote -occupancy; a weight is a cost: d(-log Z)/d weight = +occupancy
+            grad_w = (-edge_grad * scale[seq]).to(device=ctx.weights_device, dtype=ctx.weights_dtype)
+        return grad_lp, None, None, grad_w, None, None
+
+
+def fullsum_loss(
+    log_probs: torch.Tensor,
+    seq_lengths: SeqLengths,
+    edges: torch.Tensor,
+    weights: torch.Tensor,
+    start_end_states: torch.Tensor,
+    *,
+    weight_scale: float = 1.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Full-sum (Baum-Welch) loss ``-log sum over paths`` of each sequence through its automaton.
+
+    Each frame moves along exactly one edge, scoring ``log_probs[t, seq, emission] - weight_scale * weight``;
+    a path starts in the sequence's start state at frame 0 and must be in its final state after its last frame.
+
+    :param log_probs: (time, batch, label) log-probabilities, e.g. ``log_softmax(logits, -1)``; any device.
+    :param seq_lengths: (batch,) frames per sequence.
+    :param edges: (4, E) int: from-state, to-state, emission index, sequence index (RASR's merged layout).
+    :param weights: (E,) edge weights in -log space (RASR's transition costs).
+    :param start_end_states: (2, batch) start and final state of each sequence; sequence ``b`` owns the states
+        from its start to its final state, and its edges stay among them.
+    :param weight_scale: multiplies the weights (RETURNN calls it the tdp scale).
+    :param backend: one of :data:`BACKENDS` (``auto``: the compiled kernel on CPU, torch ops elsewhere).
+    :return: (batch,) loss, ``inf`` where the final state cannot be reached (zero gradient there). The
+        gradient with respect to ``log_probs`` is minus the state occupancies; ``weights`` that require a
+        gradient (trainable transition costs) get their edge occupancies summed over time.
+    """
+    if log_probs.dim() != 3 or not log_probs.is_floating_point():
+        raise ValueError(f"log_probs must be a floating (time, batch, label) tensor, got {tuple(log_probs.shape)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    max_time, batch, _ = log_probs.shape
+    lens = torch.as_tensor(seq_lengths_numpy(seq_lengths, batch, max_time))
+    edges = torch.as_tensor(edges)
+    start_end_states = torch.as_tensor(start_end_states)
+    weights = torch.as_tensor(weights)
+    if edges.dim() != 2 or edges.shape[0] != 4:
+        raise ValueError(f"edges must have shape (4, num_edges), got {tuple(edges.shape)}")
+    if weights.shape != (edges.shape[1],):
+        raise ValueError(f"weights must have shape ({edges.shape[1]},), got {tuple(weights.shape)}")
+    if tuple(start_end_states.shape) != (2, batch):
+        raise ValueError(f"start_end_states must have shape (2, {batch}), got {tuple(start_end_states.shape)}")
+    if weight_scale != 1.0:
+        weights = weights * weight_scale
+    if not torch.is_grad_enabled():  # the kernel then runs its forward pass only
+        log_probs, weights = log_probs.detach(), weights.detach()
+    return FullSumLossFunction.apply(log_probs, lens, edges, weights, start_end_states, backend)
+
+
+def fullsum_loss_for_batch(
+    logits: torch.Tensor,
+    seq_lengths: SeqLengths,
+    tags: Sequence[str],
+    pool: Any,
+    *,
+    cache: Optional[AutomataCache] = None,
+    weight_scale: float = 1.0,
+) -> torch.Tensor:
+    """Full-sum loss of ``log_softmax(logits)`` over RASR's automata for ``tags`` (fetched through ``pool``)."""
+    automaton = automata_for_batch(tags, pool, cache=cache, device=logits.device)
+    return fullsum_loss(
+        torch.log_softmax(logits, dim=-1),
+        seq_lengths,
+        automaton.edges,
+        automaton.weights,
+        automaton.start_end_states,
+        weight_scale=weight_scale,
+    )

@@ -1,0 +1,59 @@
+"""Viterbi over RASR's merged automata: the best path of each sequence and its frame-level alignment
+(what RETURNN's FastViterbi op gives), by the compiled kernel of :mod:`sprint_control.emulator.fsa`."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..emulator import fsa as _fsa
+from ._common import SeqLengths, seq_lengths_numpy
+from .fullsum import compute_dtype, cpu_numpy
+
+__all__ = ["Viterbi", "fullsum_viterbi"]
+
+
+class Viterbi(NamedTuple):
+    """``score`` (batch,) float64: the best path's ``sum_t log_probs - weight_scale * weight`` (``-inf``: no
+    path); ``alignment`` (time, batch) int64: the emission label of the best path at each frame; ``edge_path``
+    (time, batch) int64: the index of the edge it takes (its states are ``edges[:2, edge_path]``). Both ``-1``
+    beyond each length and where there is no path."""
+
+    score: torch.Tensor
+    alignment: torch.Tensor
+    edge_path: torch.Tensor
+
+
+@torch.no_grad()
+def fullsum_viterbi(
+    log_probs: torch.Tensor,
+    seq_lengths: SeqLengths,
+    edges: torch.Tensor,
+    weights: torch.Tensor,
+    start_end_states: torch.Tensor,
+    *,
+    weight_scale: float = 1.0,
+) -> Viterbi:
+    """The best path through each sequence's automaton (same model and arguments as ``fullsum_loss``).
+
+    Runs on the CPU (tensors elsewhere are copied there once; the results go back to ``log_probs.device``),
+    sequences in parallel on ``torch.get_num_threads()`` threads. Among equally good edges into a state the one
+    with the lowest index wins. Not differentiable (the alignment is a target, not a loss).
+    """
+    if log_probs.dim() != 3 or not log_probs.is_floating_point():
+        raise ValueError(f"log_probs must be a floating (time, batch, label) tensor, got {tuple(log_probs.shape)}")
+    max_time, batch, _ = log_probs.shape
+    lens = seq_lengths_numpy(seq_lengths, batch, max_time)
+    x = log_probs.detach().to(device="cpu", dtype=compute_dtype(log_probs.dtype)).contiguous()
+    w = cpu_numpy(torch.as_tensor(weights)).astype(np.float64)
+    if weight_scale != 1.0:
+        w = w * weight_scale
+    score, labels, path = _fsa.viterbi(
+        x.numpy(), lens, cpu_numpy(torch.as_tensor(edges)), w, cpu_numpy(torch.as_tensor(start_end_states)),
+        num_threads=torch.get_num_threads(),
+    )
+    device = log_probs.device
+    return Viterbi(torch.from_numpy(score).to(device), torch.from_numpy(labels).to(device),
+                   torch.from_numpy(path).to(device))
