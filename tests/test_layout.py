@@ -113,7 +113,6 @@ def test_the_size_check_sees_the_package():
     assert any(p.endswith(os.path.join("wire", "constants.py")) for p in _python_modules())
 
 
-@pytest.mark.xfail(strict=False, reason="until the parent and Sprint-side splits land")
 def test_no_module_or_class_is_too_large():
     assert oversized() == []
 

@@ -27,6 +27,13 @@ SEED = 3
 CORPUS = synthetic_corpus(N_SEGMENTS, seed=SEED, min_frames=12, max_frames=30, max_symbols=3)
 
 
+def v1_names(*modules):
+    """(module, name) of every v1 codec function the parent's links call, where they look it up."""
+    found = [(m, n) for m in modules for n in ("encode_v1", "unpickle_v1") if hasattr(m, n)]
+    assert found, "the links no longer name the v1 codec: update this check"
+    return found
+
+
 def _batch(segs, num_labels, seed=0, dtype=torch.float32):
     """Padded features (T, B, F), lengths, tags and random logits (T, B, L) for a list of segments."""
     lens = [s.num_frames for s in segs]
@@ -123,12 +130,12 @@ def ctc_pool():
 def test_sprint_loss_through_children_matches_the_criterion(ctc_pool, monkeypatch):
     assert ctc_pool.protocol == 2
     # No pickle on the path once the link speaks v2.
-    import sprint_control.wire.protocol as protocol
+    from sprint_control.wire import link, parent_link
 
     def no_pickle(*a, **k):
         raise AssertionError("pickle used on the loss path")
 
-    for mod, name in [(pickle, "dumps"), (pickle, "loads"), (protocol, "encode_v1"), (protocol, "_unpickle_v1")]:
+    for mod, name in [(pickle, "dumps"), (pickle, "loads"), *v1_names(link, parent_link)]:
         monkeypatch.setattr(mod, name, no_pickle)
     _, lens, tags, logits = _batch(CORPUS.segments, criteria.num_labels("ctc"), seed=2)
     logits.requires_grad_()
@@ -148,7 +155,7 @@ def test_sprint_loss_through_children_matches_the_criterion(ctc_pool, monkeypatc
 
 def test_sprint_loss_over_shared_memory(monkeypatch):
     # With the pool's shared region, log_softmax lands in the region and the children read it in place.
-    import sprint_control.wire.protocol as protocol
+    from sprint_control.wire import link, parent_link
 
     _, lens, tags, logits = _batch(CORPUS.segments, criteria.num_labels("ctc"), seed=5)
     ref_logits = logits.clone().requires_grad_()
@@ -164,7 +171,7 @@ def test_sprint_loss_over_shared_memory(monkeypatch):
             return inner(log_posteriors, seq_lengths, tags)
 
         monkeypatch.setattr(pool, "get_batch_loss_and_error_signal", spy)
-        for mod, name in [(pickle, "dumps"), (pickle, "loads"), (protocol, "encode_v1"), (protocol, "_unpickle_v1")]:
+        for mod, name in [(pickle, "dumps"), (pickle, "loads"), *v1_names(link, parent_link)]:
             monkeypatch.setattr(mod, name, lambda *a, **k: pytest.fail("pickle used on the loss path"))
         logits.requires_grad_()
         loss = sprint_loss(logits, lens, tags, pool)
