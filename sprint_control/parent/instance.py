@@ -17,7 +17,6 @@ from .session import ChildSession
 class SprintSubprocessInstance(ChildSession):
     __doc__ = ChildSession.__doc__
 
-
     def _before_request(self) -> ParentLink:
         if self._out_of_step:
             self.ensure_running()
@@ -39,6 +38,12 @@ class SprintSubprocessInstance(ChildSession):
         ``out``: where ``__read`` will be asked to put the error signal; over shared memory the child
         then writes it there itself.
         """
+        self._send(seg_name, seg_len, log_posteriors, out, round_trip=False)
+
+    def _send(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray,
+              out: Optional[np.ndarray], round_trip: bool) -> None:
+        """``round_trip``: the answer is read right after (``get_loss_and_error_signal``), so the
+        instance stays out of step until it is: nothing can interrupt it unnoticed in between."""
         seg_name = self._check_name(seg_name)
         post = np.asarray(log_posteriors)
         if post.ndim != 2:
@@ -58,7 +63,7 @@ class SprintSubprocessInstance(ChildSession):
             # refuse before anything is written: the stream stays usable
             raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
         with self._exchange(f"while sending segment {seg_name!r}", f"while sending {seg_name!r}", pending_after=True,
-                            sending=True):
+                            sending=True, stay_out_of_step=round_trip):
             link.send_loss_request(seg_name, post, out=out)
         self._cur_seg_name = seg_name
         self._cur_shape = (int(post.shape[0]), int(post.shape[1]))
@@ -78,7 +83,10 @@ class SprintSubprocessInstance(ChildSession):
         """Reads the pending answer: ``(seg_name, loss, error_signal)``, error signal of the
         posteriors' shape. With ``out`` (a (time, label) float32 view with contiguous rows) it is
         read straight into ``out`` (v2) and ``out`` is returned."""
-        if self._out_of_step:
+        return self._read(out, round_trip=False)
+
+    def _read(self, out: Optional[np.ndarray], round_trip: bool) -> tuple[str, float, np.ndarray]:
+        if self._out_of_step and not round_trip:
             self.ensure_running()
             raise SprintControlError("no request is pending on this instance: the last exchange was interrupted"
                                      " and the Sprint child restarted; send the segment again")
@@ -103,10 +111,11 @@ class SprintSubprocessInstance(ChildSession):
 
     def get_loss_and_error_signal(self, seg_name: Union[str, bytes], log_posteriors: np.ndarray,
                                   out: Optional[np.ndarray] = None) -> tuple[str, float, np.ndarray]:
-        """``__send`` then ``__read`` in one call."""
+        """``__send`` then ``__read`` in one call; an interrupt anywhere in between restarts the
+        child before its next use."""
         post = np.asarray(log_posteriors)
-        self.get_loss_and_error_signal__send(seg_name, post.shape[0], post, out=out)
-        return self.get_loss_and_error_signal__read(out=out)
+        self._send(seg_name, post.shape[0], post, out, round_trip=True)
+        return self._read(out, round_trip=True)
 
     def export_allophone_state_fsa(self, seg_name: Union[str, bytes]
                                    ) -> tuple[int, int, np.ndarray, np.ndarray]:

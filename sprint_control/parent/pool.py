@@ -181,7 +181,8 @@ class SprintInstancePool:
 
     def _ready(self, inst: SprintSubprocessInstance) -> SprintSubprocessInstance:
         """The instance, restarted first when it is out of step (always) or dead (``restart_dead``)."""
-        if inst.out_of_step or (self.restart_dead and inst.needs_restart() is not None):
+        reason = inst.needs_restart()
+        if reason is not None and (inst.out_of_step or self.restart_dead):
             inst.ensure_running()
         return inst
 
@@ -190,7 +191,10 @@ class SprintInstancePool:
             raise IndexError(f"instance {i} of a pool of {self.max_num_instances}")
         while i >= len(self.instances):
             self._maybe_create_new_instance()
-        return self._ready(self.instances[i])
+        inst = self.instances[i]
+        # a batch owns its instances: a request still pending was left by an interrupted batch
+        inst.abandon_request()
+        return self._ready(inst)
 
     def get_free_instance(self) -> Optional[SprintSubprocessInstance]:
         """An instance with no pending request (starting one if the pool is not full), else None."""
@@ -245,8 +249,7 @@ class SprintInstancePool:
                 seq = post[:t, b]
                 if gather:
                     seq = np.ascontiguousarray(seq)
-                inst.get_loss_and_error_signal__send(names[b], t, seq, out=error_signal[:t, b])
-                _, value, _ = inst.get_loss_and_error_signal__read(out=error_signal[:t, b])
+                _, value, _ = inst.get_loss_and_error_signal(names[b], seq, out=error_signal[:t, b])
                 loss[b] = value
 
         # a sequence without frames has nothing for Sprint to compute (RASR refuses empty segments):

@@ -242,6 +242,9 @@ class ChildSession:
         """Why the child must be (re)started before its next use, or None when it is ready."""
         if self._out_of_step:
             return "an exchange with it was interrupted"
+        if not self.is_calculating and getattr(self._link, "pending", None) is not None:
+            self._out_of_step = True  # the link waits for an answer nobody will read
+            return "an answer it owes was never read"
         process = self._process
         if process is None:
             if not self._started:
@@ -261,10 +264,17 @@ class ChildSession:
             if reason is None:
                 return
             if self._started:
-                logger.warning("restarting Sprint child (pid %s): %s", self.child_pid, reason)
+                pid = self.child_pid
+                logger.warning("restarting the Sprint child%s: %s", f" (pid {pid})" if pid else "", reason)
             if self._out_of_step:
                 self.kill()
             self.init()
+
+    def abandon_request(self) -> None:
+        """The answer to the pending request will not be read (its reader was interrupted): the
+        child is out of step and restarts before its next use."""
+        if self.is_calculating:
+            self._out_of_step = True
 
     def restart(self) -> None:
         """Kills the child (whatever it is doing) and starts a new one."""
@@ -343,7 +353,7 @@ class ChildSession:
 
     @contextlib.contextmanager
     def _exchange(self, what: str, waiting_for: str = "", *, pending_after: bool = False, sending: bool = False,
-                  handshake: bool = False) -> Iterator[None]:
+                  handshake: bool = False, stay_out_of_step: bool = False) -> Iterator[None]:
         """One step of an exchange: out of step until it completes; failures translated in one place
         (``failures.translate``; ``what`` says what was under way, ``waiting_for`` what a timeout
         waited for); on success, ``is_calculating`` becomes ``pending_after``."""
@@ -362,7 +372,7 @@ class ChildSession:
                 raise err from None
             raise err from exc
         self.is_calculating = pending_after
-        self._out_of_step = False
+        self._out_of_step = stay_out_of_step
 
     def __del__(self):  # last resort; close() / atexit are the real paths
         try:
