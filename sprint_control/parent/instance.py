@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ProtocolError, SprintControlError
 from ..wire.protocol import PROTOCOL_V1, V1_MAX_MESSAGE, ParentLink
-from .batch import check_finite, check_real_dtype
+from .batch import check_finite, check_names, check_payload, check_real_dtype
 from .session import ChildSession
 
 
@@ -29,6 +29,7 @@ class SprintSubprocessInstance(ChildSession):
             seg_name = seg_name.decode("utf-8")
         if not isinstance(seg_name, str) or not seg_name:
             raise ValueError(f"seg_name must be a non-empty segment name, got {seg_name!r:.100}")
+        check_names((seg_name,))
         return seg_name
 
     def get_loss_and_error_signal__send(self, seg_name: Union[str, bytes], seg_len: int,
@@ -54,11 +55,15 @@ class SprintSubprocessInstance(ChildSession):
         if post.shape[0] == 0:
             raise ValueError(f"segment {seg_name!r} has no frames: Sprint computes no criterion on an empty"
                              " segment (a pool answers such sequences itself with loss 0)")
+        if self.shared_region is None:
+            check_payload(post.shape[0] * post.shape[1] * 4, self.max_payload, seg_name, post.shape)
         if post.dtype != np.float32:
             post = post.astype(np.float32)
         if self.reject_non_finite:
             check_finite(post, seg_name)
         link = self._before_request()
+        if link.shm is None:  # the shared region carries what the pipe cannot
+            check_payload(post.nbytes, self.max_payload, seg_name, post.shape)
         if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - (1 << 20):
             # refuse before anything is written: the stream stays usable
             raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 import sys
 from typing import Any, Optional
@@ -83,6 +84,10 @@ def checked_seconds(name: str, value: Any, *, allow_none: bool = True) -> Option
 
 
 def checked_max_payload(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_payload must be a positive number of bytes, got {value!r}")
-    return value
+    try:
+        size = operator.index(value)
+    except TypeError:
+        size = 0
+    if isinstance(value, bool) or size < 1:
+        raise ValueError(f"max_payload must be a positive whole number of bytes, got {value!r}")
+    return size

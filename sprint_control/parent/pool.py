@@ -20,6 +20,8 @@ from .batch import (
     BatchResult,
     SegmentResult,
     check_finite,
+    check_names,
+    check_payload,
     check_real_dtype,
     checked_lengths,
     merge_automata,
@@ -107,6 +109,7 @@ class SprintInstancePool:
             self.region = SharedRegion.create(size, max_size=shm_max, inline_below=shm_inline)
             opts["shared_region"] = self.region
             self.gather = False  # the descriptor path reads the rows where they are
+        self.max_payload = int(opts.get("max_payload", DEFAULTS.max_payload))  # the instances get it too
         self.sprint_opts = opts
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
@@ -228,6 +231,11 @@ class SprintInstancePool:
         check_real_dtype(post)
         lengths = checked_lengths(seq_lengths, post.shape[1], post.shape[0])
         names = tag_names(tags, post.shape[1])
+        check_names(names)
+        if self.region is None and post.shape[1]:  # refused before anything is sent (or converted)
+            b = int(np.argmax(lengths))
+            shape = (int(lengths[b]), post.shape[2])
+            check_payload(shape[0] * shape[1] * 4, self.max_payload, names[b], shape)
         # one conversion for the whole batch, never per sequence
         if post.dtype != np.float32 or post.strides[2] != 4:
             post = np.ascontiguousarray(post, dtype=np.float32)
@@ -269,6 +277,7 @@ class SprintInstancePool:
         start_end_states uint32 (2, batch))``; edge rows are from, to, emission index, sequence
         index, with each sequence's states offset by the states of the sequences before it."""
         names = tag_names(tags)
+        check_names(names)
         parts: list[Optional[tuple[int, int, np.ndarray, np.ndarray]]] = [None] * len(names)
         jobs: list[list[int]] = [[] for _ in range(self.max_num_instances)]
         for b in range(len(names)):

@@ -165,7 +165,8 @@ class ChildSession:
 
     def build_sprint_args(self, c2p_fd: int, p2c_fd: int) -> list[str]:
         """The child's command line for the given child-side fds (reference section 1)."""
-        config = f"c2p_fd:{c2p_fd},p2c_fd:{p2c_fd},minPythonControlVersion:{self.minPythonControlVersion}"
+        config = (f"c2p_fd:{c2p_fd},p2c_fd:{p2c_fd},minPythonControlVersion:{self.minPythonControlVersion},"
+                  f"max_payload:{self.max_payload}")
         if self.sprintControlConfig:
             config += "," + ",".join(f"{k}:{v}" for k, v in sorted(self.sprintControlConfig.items()))
         args = list(self._exec_args) + [

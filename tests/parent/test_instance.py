@@ -22,6 +22,7 @@ from sprint_control import (
     SprintTimeoutError,
 )
 from sprint_control.parent import DEFAULT_MODULE_NAME, SprintSubprocessInstance, default_module_path
+from sprint_control.wire.constants import DEFAULT_MAX_PAYLOAD
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -43,7 +44,7 @@ def test_command_line_and_fds_match_the_reference(fake_exec, tmp_path):
     argv = seen["argv"][1:]  # without the script itself
     config = dict(kv.split(":", 1) for kv in argv[3].split("=", 1)[1].split(","))
     c2p, p2c = int(config["c2p_fd"]), int(config["p2c_fd"])
-    expected_config = (f"c2p_fd:{c2p},p2c_fd:{p2c},minPythonControlVersion:3,"
+    expected_config = (f"c2p_fd:{c2p},p2c_fd:{p2c},minPythonControlVersion:3,max_payload:{DEFAULT_MAX_PAYLOAD},"
                        "EnableAutoNumpySharedMemPickling:False,verbose:true")
     path = default_module_path()
     assert argv == [
