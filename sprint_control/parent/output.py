@@ -28,19 +28,45 @@ def describe_exit(returncode: Optional[int]) -> str:
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Fault)(: |$)")
+# RASR's XML log: <critical-error component="...">text</critical-error> (also <error ...>), on one
+# line or several
+_XML_ERROR = re.compile(r"<(critical-error|error)\b[^>]*>(.*?)</\1>", re.DOTALL)
+# plain forms: "critical error: ...", "error: ...", also after a "[component]" prefix
+_PLAIN_ERROR = re.compile(r"^(\[[^\]]*\]\s*)?(critical[ -]error|error)\s*:\s*\S", re.IGNORECASE)
+
+
+def _rasr_error(tail: str, lines: list[str]) -> str:
+    """RASR's last critical error (else its last error), as one line."""
+    found: dict[bool, str] = {}
+    for match in _XML_ERROR.finditer(tail):
+        text = " ".join(match.group(2).split())
+        if text:
+            found[match.group(1) == "critical-error"] = f"<{match.group(1)}> {text}"
+    for line in lines:
+        match = _PLAIN_ERROR.match(line)
+        if match:
+            found.setdefault(match.group(2).lower().startswith("critical"), line)
+    return found.get(True) or found.get(False) or ""
+
+
+def child_cause(tail: str) -> str:
+    """Why a child ended, from its output: its last Python exception line and RASR's critical
+    error (or error) line, joined by `` | `` when both are there; "" when neither is."""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    exc_line = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), "")
+    rasr = _rasr_error(tail, lines)
+    if rasr == exc_line:
+        rasr = ""
+    return " | ".join(part for part in (exc_line, rasr) if part)
 
 
 def last_words(tail: str) -> str:
-    """The child's last output line, preceded by the last exception line of a traceback when there
-    is one before it (e.g. ``ImportError: ...`` then RASR's critical error about it)."""
+    """The cause (``child_cause``) when the output names one, else the child's last output line."""
+    cause = child_cause(tail)
+    if cause:
+        return cause
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    if not lines:
-        return ""
-    last = lines[-1]
-    exc_line = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), None)
-    if exc_line is None or exc_line == last:
-        return last
-    return f"{exc_line} | {last}"
+    return lines[-1] if lines else ""
 
 
 class OutputDrain:
