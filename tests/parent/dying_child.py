@@ -3,7 +3,8 @@
 
 ``dying_child.py KIND [Sprint args...]``; KIND: ``xml`` (RASR's XML critical error over several
 lines), ``xml-one-line``, ``plain`` (``critical error: ...``), ``error`` (an ``error:`` line),
-``traceback`` (a Python exception), ``nothing`` (no cause in the output)."""
+``traceback`` (a Python exception), ``nothing`` (no cause in the output), ``progress`` (50 MB of
+progress-bar redraws ended by "\\r" only), ``flood`` (50 MB without any line end)."""
 
 import sys
 
@@ -22,7 +23,24 @@ LOGS = {
     "nothing": ["some progress", "exiting..."],
 }
 
+FLOOD = 50 << 20
+
+
+def flood(kind: str) -> None:
+    if kind == "progress":
+        block = "".join(f"\r{i % 100:3d}%|{'#' * (i % 50):<50}| {i}/999999" for i in range(4096)).encode()
+    else:
+        block = b"x" * (1 << 20)
+    for _ in range(FLOOD // len(block)):
+        sys.stderr.buffer.write(block)
+    sys.stderr.buffer.write(b"\rexiting...")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] in ("progress", "flood"):
+        flood(sys.argv[1])
+        sys.stderr.flush()
+        sys.exit(1)
     for line in LOGS[sys.argv[1]]:
         print(line, file=sys.stderr)
     sys.stderr.flush()
