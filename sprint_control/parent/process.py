@@ -8,6 +8,7 @@ exec, and only the two pipe ends (plus the shared region, and stdio) reach the c
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import shlex
@@ -115,8 +116,8 @@ class ChildProcess:
             if proc is not None:
                 kill_and_reap(proc)
             if isinstance(exc, OSError):
-                raise SprintChildError(f"cannot start Sprint {shlex.join(args) if args else ''!r}:"
-                                       f" {_os_error_text(exc)}") from exc
+                command_text = f" {shlex.join(args)!r}" if args else ""
+                raise SprintChildError(f"cannot start Sprint{command_text}: {_os_error_text(exc)}") from exc
             raise
         return cls(proc, c2p_r, p2c_w, drain)
 
@@ -158,8 +159,6 @@ class ChildProcess:
 
 
 def _os_error_text(exc: OSError) -> str:
-    import errno
-
     if exc.errno in (errno.EMFILE, errno.ENFILE):
         return f"too many open files ({exc}); raise the limit (ulimit -n) or close files"
     return str(exc)
