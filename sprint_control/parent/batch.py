@@ -125,10 +125,10 @@ def checked_lengths(seq_lengths: Any, n_batch: int, max_time: int) -> np.ndarray
         raise ValueError(f"seq_lengths must be whole numbers of frames, got {raw.tolist()!r:.200}")
     if raw.ndim != 1 or raw.shape[0] != n_batch:
         raise ValueError(f"seq_lengths must be (batch,) = ({n_batch},), got shape {raw.shape}")
-    lengths = raw.astype(np.int64, copy=False)
-    if (lengths < 0).any() or (lengths > max_time).any():
-        raise ValueError(f"seq_lengths must lie in [0, {max_time}], got {lengths.tolist()}")
-    return lengths
+    # checked before the cast: 2**63 as uint64 must not wrap to a negative int64
+    if raw.size and (raw.min() < 0 or raw.max() > max_time):
+        raise ValueError(f"seq_lengths must lie in [0, {max_time}], got {raw.tolist()!r:.200}")
+    return raw.astype(np.int64)
 
 
 def check_real_dtype(post: np.ndarray) -> None:

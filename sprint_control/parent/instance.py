@@ -4,6 +4,7 @@ RETURNN's constructor and method names (life cycle and failure handling in ``ses
 from __future__ import annotations
 
 import select
+import threading
 from typing import Optional, Union
 
 import numpy as np
@@ -16,6 +17,19 @@ from .session import ChildSession
 
 class SprintSubprocessInstance(ChildSession):
     __doc__ = ChildSession.__doc__
+
+    #: the thread that ``SprintInstancePool.get_free_instance`` handed this instance to, until the
+    #: answer to its next request has been read
+    _claimed_by: Optional[int] = None
+
+    def claim(self) -> bool:
+        """Reserves the instance for the calling thread until its next answer is read; False when
+        another thread holds it (so threads sharing a pool never interleave their requests)."""
+        me = threading.get_ident()
+        if self._claimed_by not in (None, me):
+            return False
+        self._claimed_by = me
+        return True
 
     def _before_request(self) -> ParentLink:
         if self._out_of_step:
@@ -108,8 +122,11 @@ class SprintSubprocessInstance(ChildSession):
             if not out.flags.writeable or (out.size and out.strides[1] != 4):
                 raise ValueError("out must be writeable with contiguous rows (a (time, label) slice of a"
                                  " (time, batch, label) array is fine)")
-        with self._exchange(f"while computing segment {seg_name!r}", f"for segment {seg_name!r}"):
-            loss, err = link.recv_loss_result(shape, out=out)
+        try:
+            with self._exchange(f"while computing segment {seg_name!r}", f"for segment {seg_name!r}"):
+                loss, err = link.recv_loss_result(shape, out=out)
+        finally:
+            self._claimed_by = None
         self.bytes_received += shape[0] * shape[1] * 4
         self.segments_done += 1
         return seg_name, float(loss), err

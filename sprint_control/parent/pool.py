@@ -125,6 +125,7 @@ class SprintInstancePool:
     def empty(self, shape, dtype=np.float32) -> np.ndarray:
         """An uninitialised array for batch data: in the shared region when the pool uses one
         (the children then read and write it in place), else an ordinary numpy array."""
+        self._check_open()
         if self.region is not None:
             try:
                 return self.region.empty(shape, dtype)
@@ -152,7 +153,7 @@ class SprintInstancePool:
 
     def _check_open(self) -> None:
         if self.closed:
-            raise SprintControlError("this pool is closed")
+            raise SprintControlError("this pool is closed (a closed pool cannot be restarted; create a new one)")
 
     def _new_instance(self, start: bool = True) -> SprintSubprocessInstance:
         self._check_open()
@@ -161,6 +162,7 @@ class SprintInstancePool:
     def start(self) -> SprintInstancePool:
         """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
         with self.lock:
+            self._check_open()
             fresh = []
             while len(self.instances) < self.max_num_instances:
                 inst = self._new_instance(start=False)
@@ -204,9 +206,13 @@ class SprintInstancePool:
         with self.lock:
             self._check_open()
             for inst in self.instances:
-                if inst.out_of_step or not inst.is_calculating:
+                # one thread's instance until its answer is read: threads never share a child's stream
+                if (inst.out_of_step or not inst.is_calculating) and inst.claim():
                     return self._ready(inst)
-            return self._maybe_create_new_instance()
+            inst = self._maybe_create_new_instance()
+            if inst is not None:
+                inst.claim()
+            return inst
 
     def _run_parallel(self, job, jobs: list[list[int]]) -> None:
         """Runs ``job(instance, idxs, batch)`` for every non-empty job: in this thread when there is
@@ -225,6 +231,7 @@ class SprintInstancePool:
         ``log_posteriors`` (time, batch, label), ``seq_lengths`` (batch,), ``tags`` the segment
         names. Frames past a sequence's length get a zero error signal.
         """
+        self._check_open()
         post = np.asarray(log_posteriors)
         if post.ndim != 3:
             raise ValueError(f"log_posteriors must be (time, batch, label), got shape {post.shape}")
@@ -276,6 +283,7 @@ class SprintInstancePool:
         """One automaton for the batch: ``(edges uint32 (4, E), weights float32 (E,),
         start_end_states uint32 (2, batch))``; edge rows are from, to, emission index, sequence
         index, with each sequence's states offset by the states of the sequences before it."""
+        self._check_open()
         names = tag_names(tags)
         check_names(names)
         parts: list[Optional[tuple[int, int, np.ndarray, np.ndarray]]] = [None] * len(names)

@@ -51,6 +51,28 @@ def exec_args(path: ExecPath) -> list[str]:
     return args
 
 
+def sprint_command(exec_args: Sequence[str], module_path: str, module_name: str, config: Mapping[str, Any],
+                   user_config: Mapping[str, Any], python_segment_order: bool, extra: Sequence[str]) -> list[str]:
+    """The child's command line (reference section 1): ``config`` first, then ``user_config``
+    sorted by key (the last occurrence of a key wins in the module), then ``extra``."""
+    pairs = ",".join(f"{k}:{v}" for k, v in [*config.items(), *sorted(user_config.items())])
+    args = list(exec_args) + [
+        "--*.python-control-enabled=true",
+        f"--*.pymod-path={module_path}",
+        f"--*.pymod-name={module_name}",
+        f"--*.pymod-config={pairs}",
+    ]
+    if python_segment_order:
+        args += [
+            "--*.python-segment-order=true",
+            f"--*.python-segment-order-pymod-path={module_path}",
+            f"--*.python-segment-order-pymod-name={module_name}",
+            f"--*.python-segment-order-config={pairs}",
+            "--*.python-segment-order-allow-copy=false",
+        ]
+    return args + list(extra)
+
+
 def child_env(base: Optional[Mapping[str, str]]) -> dict[str, str]:
     """The child's environment: ours (or ``base``) plus what the Sprint-side module needs to end
     itself when this process dies (see ``sprint_control.control``): our pid, and whether the

@@ -25,7 +25,7 @@ from ..wire.shm import SharedRegion
 from . import failures
 from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
 from .output import describe_exit
-from .process import ChildProcess, ExecPath, exec_args, register, unregister
+from .process import ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
 
 logger = logging.getLogger("sprint_control.parent")
 
@@ -165,25 +165,10 @@ class ChildSession:
 
     def build_sprint_args(self, c2p_fd: int, p2c_fd: int) -> list[str]:
         """The child's command line for the given child-side fds (reference section 1)."""
-        config = (f"c2p_fd:{c2p_fd},p2c_fd:{p2c_fd},minPythonControlVersion:{self.minPythonControlVersion},"
-                  f"max_payload:{self.max_payload}")
-        if self.sprintControlConfig:
-            config += "," + ",".join(f"{k}:{v}" for k, v in sorted(self.sprintControlConfig.items()))
-        args = list(self._exec_args) + [
-            "--*.python-control-enabled=true",
-            f"--*.pymod-path={self.module_path}",
-            f"--*.pymod-name={self.module_name}",
-            f"--*.pymod-config={config}",
-        ]
-        if self.usePythonSegmentOrder:
-            args += [
-                "--*.python-segment-order=true",
-                f"--*.python-segment-order-pymod-path={self.module_path}",
-                f"--*.python-segment-order-pymod-name={self.module_name}",
-                f"--*.python-segment-order-config={config}",
-                "--*.python-segment-order-allow-copy=false",
-            ]
-        return args + self.sprintConfig
+        config = {"c2p_fd": c2p_fd, "p2c_fd": p2c_fd, "minPythonControlVersion": self.minPythonControlVersion,
+                  "max_payload": self.max_payload}
+        return sprint_command(self._exec_args, self.module_path, self.module_name, config, self.sprintControlConfig,
+                              self.usePythonSegmentOrder, self.sprintConfig)
 
     # ------------------------------------------------------------------------------------------
     # life cycle
