@@ -144,16 +144,21 @@ class SprintSubprocessInstance(ChildSession):
         """Sprint's automaton of one segment: (num_states, num_edges, edges uint32 (3*E,), weights (E,))."""
         seg_name = self._check_name(seg_name)
         link = self._before_request()
-        with self._exchange(f"while exporting the automaton of {seg_name!r}", f"for the automaton of {seg_name!r}"):
-            result = link.request_fsa(seg_name)
-        return result
+        try:
+            with self._exchange(f"while exporting the automaton of {seg_name!r}",
+                                f"for the automaton of {seg_name!r}"):
+                return link.request_fsa(seg_name)
+        finally:
+            self._claimed_by = None  # its answer is read (or the exchange failed)
 
     def call(self, *message) -> tuple:
         """Any other command of the control module; returns what follows "ok"."""
         link = self._before_request()
-        with self._exchange(f"during command {message[:1]!r}", f"for command {message[:1]!r}"):
-            result = link.call(*message)
-        return result
+        try:
+            with self._exchange(f"during command {message[:1]!r}", f"for command {message[:1]!r}"):
+                return link.call(*message)
+        finally:
+            self._claimed_by = None
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "stopped"

@@ -1,8 +1,9 @@
 """Run by test_interrupts.py: a pool of emulator children (criterion "bench", whose answer the
 emulator's own function gives in-process) interrupted in the middle of ``compute``.
 
-``interrupted_pool.py trials INSTANCES TIME LABELS HOW N``: N times, interrupt a loop of computes
-after a random delay, then check that the next compute is right. HOW: ``interrupt_main``
+``interrupted_pool.py trials INSTANCES TIME LABELS HOW N [within]``: N times, interrupt a loop of
+computes after a random delay (``within``: inside the first compute), then check that the next
+compute is right. HOW: ``interrupt_main``
 (``_thread.interrupt_main``), ``sigint`` (SIGINT to the main thread), ``raising`` (a signal handler
 that raises an ordinary exception), ``segment`` (SIGINT during ``compute_segment``). Prints
 ``ok <restarts>``.
@@ -69,7 +70,7 @@ def arm(how: str, delay: float) -> threading.Timer:
     return threading.Timer(delay, fire)
 
 
-def trials(instances: int, frames: int, labels: int, how: str, count: int) -> None:
+def trials(instances: int, frames: int, labels: int, how: str, count: int, within: bool) -> None:
     def raise_boom(signum, frame):
         raise Boom()
 
@@ -81,7 +82,8 @@ def trials(instances: int, frames: int, labels: int, how: str, count: int) -> No
         check(pool, x, lengths, tags)
         one = time.monotonic() - started
         for n in range(count):
-            timer = arm(how, rng.uniform(0, 2 * one))
+            # ``within``: inside the first compute (its transfers), else anywhere in the loop of computes
+            timer = arm(how, rng.uniform(0.2 * one, 0.8 * one) if within else rng.uniform(0, 2 * one))
             try:
                 timer.start()  # inside the try: the interrupt may come before start() returns
                 while True:
@@ -109,6 +111,6 @@ def stopped(instances: int, frames: int, labels: int) -> None:
 if __name__ == "__main__":
     mode, instances, frames, labels = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     if mode == "trials":
-        trials(instances, frames, labels, sys.argv[5], int(sys.argv[6]))
+        trials(instances, frames, labels, sys.argv[5], int(sys.argv[6]), sys.argv[7:] == ["within"])
     else:
         stopped(instances, frames, labels)
