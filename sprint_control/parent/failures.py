@@ -18,6 +18,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("sprint_control.parent")
 
+class MalformedAnswerError(ProtocolError, SprintChildError):
+    """The child's answer was malformed or did not belong to the request (another segment or
+    sequence number): a ProtocolError, never a wrong loss. The child was stopped (the stream is out
+    of step), so it is a SprintChildError too, with ``returncode`` and ``stderr_tail``."""
+
+
 #: Seconds to wait after a child reported a failure, in case it ends on it (see ``_after_remote_error``).
 REMOTE_ERROR_GRACE = 0.2
 
@@ -64,7 +70,7 @@ def _died(inst: SprintSubprocessInstance, what: str, exc: BaseException) -> Spri
     if isinstance(exc, ProtocolError) and not isinstance(exc, EOFError):
         # a malformed answer: the stream is out of step and the child of no further use
         inst.kill()
-        return _record(inst, SprintChildError(
+        return _record(inst, MalformedAnswerError(
             f"Sprint child (pid {pid}) sent a malformed answer {what} and was stopped: {exc}",
             process.returncode if process is not None else None, inst.stderr_tail))
     rc: Optional[int] = None

@@ -269,3 +269,31 @@ def test_bad_out_buffer_is_refused_before_reading(fake_exec):
         np.testing.assert_array_equal(out, criterion(x)[1])
     finally:
         inst.close()
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_an_answer_that_does_not_match_its_request_is_a_protocol_error(fake_exec, protocol):
+    # whatever the link finds wrong with an answer (another segment, sequence number or shape) is a
+    # ProtocolError for the caller, never a loss; the child, now out of step, is stopped and restarted
+    from sprint_control import ProtocolError
+    from sprint_control.parent import MalformedAnswerError
+
+    inst = SprintSubprocessInstance(fake_exec, protocol=protocol)
+    try:
+        pid = inst.child_pid
+        link = inst._link
+
+        def mismatched(shape, out=None):
+            raise ProtocolError("answer for segment 'other' (seq 7), the request was 'good' (seq 1)")
+
+        link.recv_loss_result = mismatched
+        with pytest.raises(ProtocolError, match="malformed answer .* 'other'") as info:
+            inst.get_loss_and_error_signal("good", _post(3, 2))
+        assert isinstance(info.value, MalformedAnswerError) and isinstance(info.value, SprintChildError)
+        assert not inst.alive
+        inst.init()
+        assert inst.child_pid != pid
+        _, loss, _ = inst.get_loss_and_error_signal("good", _post(3, 2))
+        assert loss == pytest.approx(criterion(_post(3, 2))[0], rel=1e-6)
+    finally:
+        inst.close()
