@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
@@ -114,6 +115,8 @@ class SprintInstancePool:
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
         self._workers = Workers()
+        # a pool dropped without close() must not leave its idle worker threads behind
+        weakref.finalize(self, self._workers.stop, 0.0)
         self.segments_done = 0
         self.bytes_moved = 0
         self.seconds = 0.0
