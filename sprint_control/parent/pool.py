@@ -130,10 +130,14 @@ class SprintInstancePool:
         (the children then read and write it in place), else an ordinary numpy array."""
         self._check_open()
         if self.region is not None:
-            try:
-                return self.region.empty(shape, dtype)
-            except MemoryError as exc:  # at its cap: the children still serve it through their slots or the pipe
-                logger.warning("shared region full (%s); allocating %s outside it", exc, shape)
+            # under the pool's lock: the region grows between batches, never while another thread's
+            # batch has requests out (whose children would be told of the growth too late)
+            with self.lock:
+                self._check_open()
+                try:
+                    return self.region.empty(shape, dtype)
+                except MemoryError as exc:  # at its cap: the children still serve it through their slots or the pipe
+                    logger.warning("shared region full (%s); allocating %s outside it", exc, shape)
         return np.empty(shape, dtype)
 
     def zeros(self, shape, dtype=np.float32) -> np.ndarray:
