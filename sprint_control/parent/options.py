@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from ..wire.constants import DEFAULT_MAX_NAME, DEFAULT_MAX_PAYLOAD
+from ..wire.constants import DEFAULT_MAX_PAYLOAD
 from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2
 from ..wire.shm import DEFAULT_INLINE_BELOW
 
@@ -51,8 +51,6 @@ class ParentOptions:
     reject_non_finite: bool = False
     #: largest array payload (bytes) a request or answer may carry; also given to the child
     max_payload: int = DEFAULT_MAX_PAYLOAD
-    #: largest segment name (bytes of UTF-8) the wire takes
-    max_name: int = DEFAULT_MAX_NAME
     restart_dead: bool = True
     #: initial size of the shared region when ``shm=True``
     shm_size: int = 64 << 20
