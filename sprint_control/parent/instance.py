@@ -55,8 +55,20 @@ class SprintSubprocessInstance(ChildSession):
         """
         self._send(seg_name, seg_len, log_posteriors, out, round_trip=False)
 
+    def release(self) -> None:
+        """Ends the hand-over of ``claim`` (done by itself once an answer is read, or a request fails)."""
+        self._claimed_by = None
+
     def _send(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray,
               out: Optional[np.ndarray], round_trip: bool) -> None:
+        try:
+            self._write_request(seg_name, seg_len, log_posteriors, out, round_trip)
+        except BaseException:
+            self.release()  # no answer of this thread's is coming: other threads may take the instance
+            raise
+
+    def _write_request(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray,
+                       out: Optional[np.ndarray], round_trip: bool) -> None:
         """``round_trip``: the answer is read right after (``get_loss_and_error_signal``), so the
         instance stays out of step until it is: nothing can interrupt it unnoticed in between."""
         seg_name = self._check_name(seg_name)
@@ -126,7 +138,7 @@ class SprintSubprocessInstance(ChildSession):
             with self._exchange(f"while computing segment {seg_name!r}", f"for segment {seg_name!r}"):
                 loss, err = link.recv_loss_result(shape, out=out)
         finally:
-            self._claimed_by = None
+            self.release()
         self.bytes_received += shape[0] * shape[1] * 4
         self.segments_done += 1
         return seg_name, float(loss), err
@@ -149,7 +161,7 @@ class SprintSubprocessInstance(ChildSession):
                                 f"for the automaton of {seg_name!r}"):
                 return link.request_fsa(seg_name)
         finally:
-            self._claimed_by = None  # its answer is read (or the exchange failed)
+            self.release()  # its answer is read (or the exchange failed)
 
     def call(self, *message) -> tuple:
         """Any other command of the control module; returns what follows "ok"."""
@@ -158,7 +170,7 @@ class SprintSubprocessInstance(ChildSession):
             with self._exchange(f"during command {message[:1]!r}", f"for command {message[:1]!r}"):
                 return link.call(*message)
         finally:
-            self._claimed_by = None
+            self.release()
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "stopped"

@@ -417,7 +417,10 @@ class SprintPool(SprintInstancePool):
             inst = self.get_free_instance()
             if inst is None:
                 raise SprintControlError("every Sprint child is busy")
-            seg, loss, err = inst.get_loss_and_error_signal(name, log_posteriors)
+            try:
+                seg, loss, err = inst.get_loss_and_error_signal(name, log_posteriors)
+            finally:
+                inst.release()
         return SegmentResult(seg, loss, err)
 
     def automata(self, tags: Any) -> Automata:

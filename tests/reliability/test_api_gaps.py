@@ -121,3 +121,18 @@ def test_get_free_instance_from_four_threads(emulator):
         for t in threads:
             t.join(30)
         pool.close()
+
+
+def test_a_refused_request_does_not_keep_the_instance_from_other_threads(emulator):
+    seg = CORPUS.segments[0]
+    with SprintPool(**_pool_args(emulator())) as pool:
+        with pytest.raises(ValueError, match="matrix"):
+            pool.compute_segment(seg.name, np.zeros(3, np.float32))  # refused before sending
+        inst = pool.get_free_instance()
+        with pytest.raises(ValueError, match="no frames"):
+            inst.get_loss_and_error_signal(seg.name, np.zeros((0, 3), np.float32))
+        result = []
+        worker = threading.Thread(target=lambda: result.append(pool.compute_segment(seg.name, _posteriors(seg))))
+        worker.start()
+        worker.join(60)
+        assert result and result[0].name == seg.name
