@@ -153,6 +153,8 @@ def check_names(names: Sequence[str], limit: int = DEFAULT_MAX_NAME) -> None:
     """Segment names the wire cannot carry (over ``limit`` bytes of UTF-8, on either protocol) are
     refused before anything is sent."""
     for name in names:
+        if 4 * len(name) <= limit:  # at most 4 bytes a character: no need to encode it
+            continue
         size = len(name.encode("utf-8"))
         if size > limit:
             raise ValueError(f"segment name {name[:40]!r}... has {size} bytes of UTF-8; a segment name may have at"

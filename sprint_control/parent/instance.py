@@ -88,12 +88,12 @@ class SprintSubprocessInstance(ChildSession):
         if self.reject_non_finite:
             check_finite(post, seg_name)
         link = self._before_request()
-        if link.shm is None:  # the shared region carries what the pipe cannot
+        if self.shared_region is not None and link.shm is None:  # the child took the pipe, not the region
             check_payload(post.nbytes, self.max_payload, seg_name, post.shape)
         if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - (1 << 20):
             # refuse before anything is written: the stream stays usable
             raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
-        with self._exchange(f"while sending segment {seg_name!r}", f"while sending {seg_name!r}", pending_after=True,
+        with self._exchange("while sending segment {!r}", "while sending {!r}", seg_name, pending_after=True,
                             sending=True, stay_out_of_step=round_trip):
             link.send_loss_request(seg_name, post, out=out)
         self._cur_seg_name = seg_name
@@ -135,7 +135,7 @@ class SprintSubprocessInstance(ChildSession):
                 raise ValueError("out must be writeable with contiguous rows (a (time, label) slice of a"
                                  " (time, batch, label) array is fine)")
         try:
-            with self._exchange(f"while computing segment {seg_name!r}", f"for segment {seg_name!r}"):
+            with self._exchange("while computing segment {!r}", "for segment {!r}", seg_name):
                 loss, err = link.recv_loss_result(shape, out=out)
         finally:
             self.release()
@@ -157,8 +157,7 @@ class SprintSubprocessInstance(ChildSession):
         seg_name = self._check_name(seg_name)
         link = self._before_request()
         try:
-            with self._exchange(f"while exporting the automaton of {seg_name!r}",
-                                f"for the automaton of {seg_name!r}"):
+            with self._exchange("while exporting the automaton of {!r}", "for the automaton of {!r}", seg_name):
                 return link.request_fsa(seg_name)
         finally:
             self.release()  # its answer is read (or the exchange failed)
@@ -167,7 +166,7 @@ class SprintSubprocessInstance(ChildSession):
         """Any other command of the control module; returns what follows "ok"."""
         link = self._before_request()
         try:
-            with self._exchange(f"during command {message[:1]!r}", f"for command {message[:1]!r}"):
+            with self._exchange("during command {!r}", "for command {!r}", message[:1]):
                 return link.call(*message)
         finally:
             self.release()

@@ -11,12 +11,11 @@ never be taken for the next one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shlex
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
 from ..errors import SprintChildError, SprintControlError, SprintRemoteError
@@ -337,28 +336,12 @@ class ChildSession:
             )
         return self._link
 
-    @contextlib.contextmanager
-    def _exchange(self, what: str, waiting_for: str = "", *, pending_after: bool = False, sending: bool = False,
-                  handshake: bool = False, stay_out_of_step: bool = False) -> Iterator[None]:
-        """One step of an exchange: out of step until it completes; failures translated in one place
-        (``failures.translate``; ``what`` says what was under way, ``waiting_for`` what a timeout
-        waited for); on success, ``is_calculating`` becomes ``pending_after``."""
-        self._out_of_step = True
-        try:
-            yield
-        except (SprintControlError, EOFError, OSError) as exc:
-            if isinstance(exc, SprintRemoteError) and not handshake:
-                # the child's error answer was read whole: the stream is in step
-                self.is_calculating = False
-                self._out_of_step = False
-            err = failures.translate(self, exc, what, waiting_for or what, handshake=handshake, sending=sending)
-            if err is None:
-                raise
-            if isinstance(err, SprintRemoteError):
-                raise err from None
-            raise err from exc
-        self.is_calculating = pending_after
-        self._out_of_step = stay_out_of_step
+    def _exchange(self, what: str, waiting_for: str = "", subject: Any = None, *, pending_after: bool = False,
+                  sending: bool = False, handshake: bool = False, stay_out_of_step: bool = False) -> _Exchange:
+        """One step of an exchange (see ``_Exchange``); ``what`` and ``waiting_for`` describe it for
+        the error messages, formatted with ``subject`` only when something fails."""
+        return _Exchange(self, what, waiting_for or what, subject, pending_after, sending, handshake,
+                         stay_out_of_step)
 
     def __del__(self):  # last resort; close() / atexit are the real paths
         try:
@@ -366,3 +349,46 @@ class ChildSession:
                 self.kill()
         except Exception:
             pass
+
+
+class _Exchange:
+    """A context manager around one step of an exchange with the child: the session is out of step
+    from its start until it completes; a failure is translated in one place (``failures.translate``);
+    on success, ``is_calculating`` becomes ``pending_after`` (a class, not a generator: it runs twice
+    per segment)."""
+
+    __slots__ = ("session", "what", "waiting_for", "subject", "pending_after", "sending", "handshake", "stay")
+
+    def __init__(self, session: ChildSession, what: str, waiting_for: str, subject: Any, pending_after: bool,
+                 sending: bool, handshake: bool, stay: bool):
+        self.session = session
+        self.what = what
+        self.waiting_for = waiting_for
+        self.subject = subject
+        self.pending_after = pending_after
+        self.sending = sending
+        self.handshake = handshake
+        self.stay = stay
+
+    def __enter__(self) -> None:
+        self.session._out_of_step = True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        session = self.session
+        if exc_type is None:
+            session.is_calculating = self.pending_after
+            session._out_of_step = self.stay
+            return False
+        if not isinstance(exc, (SprintControlError, EOFError, OSError)):
+            return False  # not a failure of the exchange (an interrupt): the session stays out of step
+        if isinstance(exc, SprintRemoteError) and not self.handshake:
+            # the child's error answer was read whole: the stream is in step
+            session.is_calculating = False
+            session._out_of_step = False
+        what, waiting_for = (text.format(self.subject) for text in (self.what, self.waiting_for))
+        err = failures.translate(session, exc, what, waiting_for, handshake=self.handshake, sending=self.sending)
+        if err is None:
+            return False
+        if isinstance(err, SprintRemoteError):
+            raise err from None
+        raise err from exc
