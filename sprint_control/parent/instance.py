@@ -32,7 +32,7 @@ class SprintSubprocessInstance(ChildSession):
         return True
 
     def _before_request(self) -> ParentLink:
-        if self._out_of_step:
+        if self.out_of_step:
             self.ensure_running()
         if self.is_calculating:
             raise SprintControlError("a request is still pending on this instance: read its answer first")

@@ -117,6 +117,7 @@ class ChildSession:
         self._link: Optional[ParentLink] = None
         self._out_of_step = False  # an exchange was cut off: what the child will send next is unknown
         self._last_tail = ""  # the output of the last child, kept after it is gone
+        self._killed = False  # kill_now() was sent to the running child
         self._cur_seg_name: Optional[str] = None
         self._cur_shape: Optional[tuple[int, int]] = None
         self._lock = threading.RLock()
@@ -144,8 +145,8 @@ class ChildSession:
     @property
     def out_of_step(self) -> bool:
         """True when an exchange was cut off (an exception between a request and its full answer):
-        the child is killed and restarted before its next use."""
-        return self._out_of_step
+        the child is killed and restarted before its next use. Also true after ``kill_now``."""
+        return self._out_of_step or self._killed
 
     @property
     def busy(self) -> bool:
@@ -205,6 +206,7 @@ class ChildSession:
                 process.wait_or_kill(1.0)
                 raise
             self._process, self._link = process, link
+            self._killed = False
             self.protocol = None
             self.is_calculating = False
             self._out_of_step = False
@@ -227,6 +229,8 @@ class ChildSession:
         """Why the child must be (re)started before its next use, or None when it is ready."""
         if self._out_of_step:
             return "an exchange with it was interrupted"
+        if self._killed:
+            return "it was killed when its batch was interrupted"
         if not self.is_calculating and getattr(self._link, "pending", None) is not None:
             self._out_of_step = True  # the link waits for an answer nobody will read
             return "an answer it owes was never read"
@@ -251,7 +255,7 @@ class ChildSession:
             if self._started:
                 pid = self.child_pid
                 logger.warning("restarting the Sprint child%s: %s", f" (pid {pid})" if pid else "", reason)
-            if self._out_of_step:
+            if self._out_of_step or self._killed:
                 self.kill()
             self.init()
 
@@ -272,6 +276,7 @@ class ChildSession:
         EPIPE and cleans up itself (the fds are not touched here)."""
         process = self._process
         if process is not None:
+            self._killed = True  # it may take a moment to die: poll() must not be trusted until then
             process.kill_now()
 
     def kill(self) -> None:

@@ -110,16 +110,17 @@ class Workers:
     def _cancel(batch: Batch, instances: Sequence[SprintSubprocessInstance]) -> None:
         batch.cancelled = True
         deadline = time.monotonic() + CANCEL_BOUND
-        while not batch.wait(0.02):
+        while True:
             # a worker in the middle of an exchange cannot be told to stop: its child is killed, so its
             # read or write ends (EOF, EPIPE) and it returns; the instance restarts before its next use
             for inst in instances:
                 if inst.busy:
                     inst.kill_now()
+            if batch.wait(0.2):
+                return
             if time.monotonic() > deadline:  # pragma: no cover - a worker stuck outside any pipe
                 logger.error("the pool's workers did not stop within %s s after an interrupt", CANCEL_BOUND)
                 return
-            batch.wait(0.2)
 
     def stop(self, timeout: float = CANCEL_BOUND) -> None:
         """Ends every worker thread (after its current job) and waits for them."""

@@ -87,7 +87,7 @@ def trials(instances: int, frames: int, labels: int, how: str, count: int, withi
         while n < count or (within and n < 4 * count and not sum(inst.restarts for inst in pool.instances)):
             n += 1
             # ``within``: inside the first compute (its transfers), else anywhere in the loop of computes
-            timer = arm(how, rng.uniform(0.2 * one, 0.8 * one) if within else rng.uniform(0, 2 * one))
+            timer = arm(how, rng.uniform(0.1 * one, 0.5 * one) if within else rng.uniform(0, 2 * one))
             try:
                 timer.start()  # inside the try: the interrupt may come before start() returns
                 while True:
