@@ -27,7 +27,7 @@ from .batch import Automata, BatchResult, SegmentResult, merge_automata, schedul
 from .batch import check_finite as _check_finite  # noqa: F401
 from .batch import check_real_dtype as _check_real_dtype  # noqa: F401
 from .batch import tag_names as _tag_names  # noqa: F401
-from .failures import REMOTE_ERROR_GRACE  # noqa: F401
+from .failures import REMOTE_ERROR_GRACE, MalformedAnswerError  # noqa: F401
 from .instance import SprintSubprocessInstance
 from .options import DEFAULT_MODULE_NAME, DEFAULTS, ParentOptions, default_module_path, emulator_command  # noqa: F401
 from .output import OutputDrain as _OutputDrain  # noqa: F401
@@ -47,4 +47,5 @@ __all__ = [
     "emulator_command",
     "default_module_path",
     "DEFAULT_MODULE_NAME",
+    "MalformedAnswerError",
 ]

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ProtocolError
+from ..wire.constants import DEFAULT_MAX_NAME
 
 __all__ = [
     "SegmentResult",
@@ -19,6 +20,8 @@ __all__ = [
     "checked_lengths",
     "check_real_dtype",
     "check_finite",
+    "check_payload",
+    "check_names",
     "schedule_longest_first",
     "merge_automata",
 ]
@@ -122,10 +125,10 @@ def checked_lengths(seq_lengths: Any, n_batch: int, max_time: int) -> np.ndarray
         raise ValueError(f"seq_lengths must be whole numbers of frames, got {raw.tolist()!r:.200}")
     if raw.ndim != 1 or raw.shape[0] != n_batch:
         raise ValueError(f"seq_lengths must be (batch,) = ({n_batch},), got shape {raw.shape}")
-    lengths = raw.astype(np.int64, copy=False)
-    if (lengths < 0).any() or (lengths > max_time).any():
-        raise ValueError(f"seq_lengths must lie in [0, {max_time}], got {lengths.tolist()}")
-    return lengths
+    # checked before the cast: 2**63 as uint64 must not wrap to a negative int64
+    if raw.size and (raw.min() < 0 or raw.max() > max_time):
+        raise ValueError(f"seq_lengths must lie in [0, {max_time}], got {raw.tolist()!r:.200}")
+    return raw.astype(np.int64)
 
 
 def check_real_dtype(post: np.ndarray) -> None:
@@ -144,6 +147,28 @@ def check_finite(post: np.ndarray, seg_name: str) -> None:
             f"log_posteriors of segment {seg_name!r} hold {int(finite.size - finite.sum())} non-finite values"
             f" (first: {post[t, label]} at frame {t}, label {label}); reject_non_finite is on"
         )
+
+
+def check_names(names: Sequence[str], limit: int = DEFAULT_MAX_NAME) -> None:
+    """Segment names the wire cannot carry (over ``limit`` bytes of UTF-8, on either protocol) are
+    refused before anything is sent."""
+    for name in names:
+        if 4 * len(name) <= limit:  # at most 4 bytes a character: no need to encode it
+            continue
+        size = len(name.encode("utf-8"))
+        if size > limit:
+            raise ValueError(f"segment name {name[:40]!r}... has {size} bytes of UTF-8; a segment name may have at"
+                             f" most {limit} bytes")
+
+
+def check_payload(nbytes: int, max_payload: int, seg_name: str, shape: tuple[int, ...]) -> None:
+    """A segment the child cannot take is refused here, before anything is written."""
+    if nbytes > max_payload:
+        raise ProtocolError(
+            f"segment {seg_name!r}: its posteriors, {' x '.join(map(str, shape))} float32 = {nbytes} bytes, exceed"
+            f" max_payload = {max_payload} bytes, the largest matrix the child takes; raise the max_payload option"
+            " (SprintPool(max_payload=...), SprintSubprocessInstance(max_payload=...) or sprint_opts['max_payload'])"
+            " to send it, or use shm=True")
 
 
 def schedule_longest_first(seq_lengths: Sequence[int], num_instances: int) -> list[list[int]]:

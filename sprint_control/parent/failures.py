@@ -11,12 +11,18 @@ import logging
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import ProtocolError, SprintChildError, SprintControlError, SprintRemoteError, SprintTimeoutError
-from .output import describe_exit, last_words
+from .output import child_cause, describe_exit, last_words
 
 if TYPE_CHECKING:  # pragma: no cover
     from .instance import SprintSubprocessInstance
 
 logger = logging.getLogger("sprint_control.parent")
+
+class MalformedAnswerError(ProtocolError, SprintChildError):
+    """The child's answer was malformed or did not belong to the request (another segment or
+    sequence number): a ProtocolError, never a wrong loss. The child was stopped (the stream is out
+    of step), so it is a SprintChildError too, with ``returncode`` and ``stderr_tail``."""
+
 
 #: Seconds to wait after a child reported a failure, in case it ends on it (see ``_after_remote_error``).
 REMOTE_ERROR_GRACE = 0.2
@@ -64,7 +70,7 @@ def _died(inst: SprintSubprocessInstance, what: str, exc: BaseException) -> Spri
     if isinstance(exc, ProtocolError) and not isinstance(exc, EOFError):
         # a malformed answer: the stream is out of step and the child of no further use
         inst.kill()
-        return _record(inst, SprintChildError(
+        return _record(inst, MalformedAnswerError(
             f"Sprint child (pid {pid}) sent a malformed answer {what} and was stopped: {exc}",
             process.returncode if process is not None else None, inst.stderr_tail))
     rc: Optional[int] = None
@@ -75,13 +81,17 @@ def _died(inst: SprintSubprocessInstance, what: str, exc: BaseException) -> Spri
             what += " (it had closed the pipe and was killed)"
     inst.kill()
     tail = inst.stderr_tail
-    # the pipe error says little; the child's last words usually say why (a critical error, the
-    # exception of a failed import, ...), so they go into the first line too
-    words = last_words(tail)
-    return _record(inst, SprintChildError(
-        f"Sprint child (pid {pid}) {describe_exit(rc)} {what}: {type(exc).__name__}: {exc}"
-        + (f"; the child said: {words}" if words else "; it wrote no output"),
-        rc, tail))
+    # the pipe error says little; the child's output usually says why (its Python exception, RASR's
+    # critical error), so the message leads with that
+    event = f"Sprint child (pid {pid}) {describe_exit(rc)} {what}"
+    cause = child_cause(tail)
+    if cause:
+        message = f"{cause} -- {event} ({type(exc).__name__}: {exc})"
+    else:
+        words = last_words(tail)
+        message = f"{event}: {type(exc).__name__}: {exc}" + (f"; the child said: {words}" if words
+                                                              else "; it wrote no output")
+    return _record(inst, SprintChildError(message, rc, tail))
 
 
 def _after_remote_error(inst: SprintSubprocessInstance, exc: SprintRemoteError) -> SprintRemoteError:

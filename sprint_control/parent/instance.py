@@ -4,22 +4,35 @@ RETURNN's constructor and method names (life cycle and failure handling in ``ses
 from __future__ import annotations
 
 import select
+import threading
 from typing import Optional, Union
 
 import numpy as np
 
 from ..errors import ProtocolError, SprintControlError
 from ..wire.protocol import PROTOCOL_V1, V1_MAX_MESSAGE, ParentLink
-from .batch import check_finite, check_real_dtype
+from .batch import check_finite, check_names, check_payload, check_real_dtype
 from .session import ChildSession
 
 
 class SprintSubprocessInstance(ChildSession):
     __doc__ = ChildSession.__doc__
 
+    #: the thread that ``SprintInstancePool.get_free_instance`` handed this instance to, until the
+    #: answer to its next request has been read
+    _claimed_by: Optional[int] = None
+
+    def claim(self) -> bool:
+        """Reserves the instance for the calling thread until its next answer is read; False when
+        another thread holds it (so threads sharing a pool never interleave their requests)."""
+        me = threading.get_ident()
+        if self._claimed_by not in (None, me):
+            return False
+        self._claimed_by = me
+        return True
 
     def _before_request(self) -> ParentLink:
-        if self._out_of_step:
+        if self.out_of_step:
             self.ensure_running()
         if self.is_calculating:
             raise SprintControlError("a request is still pending on this instance: read its answer first")
@@ -30,6 +43,7 @@ class SprintSubprocessInstance(ChildSession):
             seg_name = seg_name.decode("utf-8")
         if not isinstance(seg_name, str) or not seg_name:
             raise ValueError(f"seg_name must be a non-empty segment name, got {seg_name!r:.100}")
+        check_names((seg_name,))
         return seg_name
 
     def get_loss_and_error_signal__send(self, seg_name: Union[str, bytes], seg_len: int,
@@ -39,6 +53,24 @@ class SprintSubprocessInstance(ChildSession):
         ``out``: where ``__read`` will be asked to put the error signal; over shared memory the child
         then writes it there itself.
         """
+        self._send(seg_name, seg_len, log_posteriors, out, round_trip=False)
+
+    def release(self) -> None:
+        """Ends the hand-over of ``claim`` (done by itself once an answer is read, or a request fails)."""
+        self._claimed_by = None
+
+    def _send(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray,
+              out: Optional[np.ndarray], round_trip: bool) -> None:
+        try:
+            self._write_request(seg_name, seg_len, log_posteriors, out, round_trip)
+        except BaseException:
+            self.release()  # no answer of this thread's is coming: other threads may take the instance
+            raise
+
+    def _write_request(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray,
+                       out: Optional[np.ndarray], round_trip: bool) -> None:
+        """``round_trip``: the answer is read right after (``get_loss_and_error_signal``), so the
+        instance stays out of step until it is: nothing can interrupt it unnoticed in between."""
         seg_name = self._check_name(seg_name)
         post = np.asarray(log_posteriors)
         if post.ndim != 2:
@@ -49,16 +81,20 @@ class SprintSubprocessInstance(ChildSession):
         if post.shape[0] == 0:
             raise ValueError(f"segment {seg_name!r} has no frames: Sprint computes no criterion on an empty"
                              " segment (a pool answers such sequences itself with loss 0)")
+        if self.shared_region is None:
+            check_payload(post.shape[0] * post.shape[1] * 4, self.max_payload, seg_name, post.shape)
         if post.dtype != np.float32:
             post = post.astype(np.float32)
         if self.reject_non_finite:
             check_finite(post, seg_name)
         link = self._before_request()
+        if self.shared_region is not None and link.shm is None:  # the child took the pipe, not the region
+            check_payload(post.nbytes, self.max_payload, seg_name, post.shape)
         if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - (1 << 20):
             # refuse before anything is written: the stream stays usable
             raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
-        with self._exchange(f"while sending segment {seg_name!r}", f"while sending {seg_name!r}", pending_after=True,
-                            sending=True):
+        with self._exchange("while sending segment {!r}", "while sending {!r}", seg_name, pending_after=True,
+                            sending=True, stay_out_of_step=round_trip):
             link.send_loss_request(seg_name, post, out=out)
         self._cur_seg_name = seg_name
         self._cur_shape = (int(post.shape[0]), int(post.shape[1]))
@@ -78,7 +114,10 @@ class SprintSubprocessInstance(ChildSession):
         """Reads the pending answer: ``(seg_name, loss, error_signal)``, error signal of the
         posteriors' shape. With ``out`` (a (time, label) float32 view with contiguous rows) it is
         read straight into ``out`` (v2) and ``out`` is returned."""
-        if self._out_of_step:
+        return self._read(out, round_trip=False)
+
+    def _read(self, out: Optional[np.ndarray], round_trip: bool) -> tuple[str, float, np.ndarray]:
+        if self._out_of_step and not round_trip:
             self.ensure_running()
             raise SprintControlError("no request is pending on this instance: the last exchange was interrupted"
                                      " and the Sprint child restarted; send the segment again")
@@ -95,34 +134,42 @@ class SprintSubprocessInstance(ChildSession):
             if not out.flags.writeable or (out.size and out.strides[1] != 4):
                 raise ValueError("out must be writeable with contiguous rows (a (time, label) slice of a"
                                  " (time, batch, label) array is fine)")
-        with self._exchange(f"while computing segment {seg_name!r}", f"for segment {seg_name!r}"):
-            loss, err = link.recv_loss_result(shape, out=out)
+        try:
+            with self._exchange("while computing segment {!r}", "for segment {!r}", seg_name):
+                loss, err = link.recv_loss_result(shape, out=out)
+        finally:
+            self.release()
         self.bytes_received += shape[0] * shape[1] * 4
         self.segments_done += 1
         return seg_name, float(loss), err
 
     def get_loss_and_error_signal(self, seg_name: Union[str, bytes], log_posteriors: np.ndarray,
                                   out: Optional[np.ndarray] = None) -> tuple[str, float, np.ndarray]:
-        """``__send`` then ``__read`` in one call."""
+        """``__send`` then ``__read`` in one call; an interrupt anywhere in between restarts the
+        child before its next use."""
         post = np.asarray(log_posteriors)
-        self.get_loss_and_error_signal__send(seg_name, post.shape[0], post, out=out)
-        return self.get_loss_and_error_signal__read(out=out)
+        self._send(seg_name, post.shape[0], post, out, round_trip=True)
+        return self._read(out, round_trip=True)
 
     def export_allophone_state_fsa(self, seg_name: Union[str, bytes]
                                    ) -> tuple[int, int, np.ndarray, np.ndarray]:
         """Sprint's automaton of one segment: (num_states, num_edges, edges uint32 (3*E,), weights (E,))."""
         seg_name = self._check_name(seg_name)
         link = self._before_request()
-        with self._exchange(f"while exporting the automaton of {seg_name!r}", f"for the automaton of {seg_name!r}"):
-            result = link.request_fsa(seg_name)
-        return result
+        try:
+            with self._exchange("while exporting the automaton of {!r}", "for the automaton of {!r}", seg_name):
+                return link.request_fsa(seg_name)
+        finally:
+            self.release()  # its answer is read (or the exchange failed)
 
     def call(self, *message) -> tuple:
         """Any other command of the control module; returns what follows "ok"."""
         link = self._before_request()
-        with self._exchange(f"during command {message[:1]!r}", f"for command {message[:1]!r}"):
-            result = link.call(*message)
-        return result
+        try:
+            with self._exchange("during command {!r}", "for command {!r}", message[:1]):
+                return link.call(*message)
+        finally:
+            self.release()
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "stopped"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 import sys
 from typing import Any, Optional
 
-from ..wire.constants import DEFAULT_MAX_NAME, DEFAULT_MAX_PAYLOAD
+from ..wire.constants import DEFAULT_MAX_PAYLOAD
 from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2
 from ..wire.shm import DEFAULT_INLINE_BELOW
 
@@ -50,8 +51,6 @@ class ParentOptions:
     reject_non_finite: bool = False
     #: largest array payload (bytes) a request or answer may carry; also given to the child
     max_payload: int = DEFAULT_MAX_PAYLOAD
-    #: largest segment name (bytes of UTF-8) the wire takes
-    max_name: int = DEFAULT_MAX_NAME
     restart_dead: bool = True
     #: initial size of the shared region when ``shm=True``
     shm_size: int = 64 << 20
@@ -83,6 +82,10 @@ def checked_seconds(name: str, value: Any, *, allow_none: bool = True) -> Option
 
 
 def checked_max_payload(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_payload must be a positive number of bytes, got {value!r}")
-    return value
+    try:
+        size = operator.index(value)
+    except TypeError:
+        size = 0
+    if isinstance(value, bool) or size < 1:
+        raise ValueError(f"max_payload must be a positive whole number of bytes, got {value!r}")
+    return size

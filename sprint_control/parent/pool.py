@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
@@ -20,6 +21,8 @@ from .batch import (
     BatchResult,
     SegmentResult,
     check_finite,
+    check_names,
+    check_payload,
     check_real_dtype,
     checked_lengths,
     merge_automata,
@@ -107,10 +110,13 @@ class SprintInstancePool:
             self.region = SharedRegion.create(size, max_size=shm_max, inline_below=shm_inline)
             opts["shared_region"] = self.region
             self.gather = False  # the descriptor path reads the rows where they are
+        self.max_payload = int(opts.get("max_payload", DEFAULTS.max_payload))  # the instances get it too
         self.sprint_opts = opts
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
         self._workers = Workers()
+        # a pool dropped without close() must not leave its idle worker threads behind
+        weakref.finalize(self, self._workers.stop, 0.0)
         self.segments_done = 0
         self.bytes_moved = 0
         self.seconds = 0.0
@@ -122,11 +128,16 @@ class SprintInstancePool:
     def empty(self, shape, dtype=np.float32) -> np.ndarray:
         """An uninitialised array for batch data: in the shared region when the pool uses one
         (the children then read and write it in place), else an ordinary numpy array."""
+        self._check_open()
         if self.region is not None:
-            try:
-                return self.region.empty(shape, dtype)
-            except MemoryError as exc:  # at its cap: the children still serve it through their slots or the pipe
-                logger.warning("shared region full (%s); allocating %s outside it", exc, shape)
+            # under the pool's lock: the region grows between batches, never while another thread's
+            # batch has requests out (whose children would be told of the growth too late)
+            with self.lock:
+                self._check_open()
+                try:
+                    return self.region.empty(shape, dtype)
+                except MemoryError as exc:  # at its cap: the children still serve it through their slots or the pipe
+                    logger.warning("shared region full (%s); allocating %s outside it", exc, shape)
         return np.empty(shape, dtype)
 
     def zeros(self, shape, dtype=np.float32) -> np.ndarray:
@@ -149,7 +160,7 @@ class SprintInstancePool:
 
     def _check_open(self) -> None:
         if self.closed:
-            raise SprintControlError("this pool is closed")
+            raise SprintControlError("this pool is closed (a closed pool cannot be restarted; create a new one)")
 
     def _new_instance(self, start: bool = True) -> SprintSubprocessInstance:
         self._check_open()
@@ -158,6 +169,7 @@ class SprintInstancePool:
     def start(self) -> SprintInstancePool:
         """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
         with self.lock:
+            self._check_open()
             fresh = []
             while len(self.instances) < self.max_num_instances:
                 inst = self._new_instance(start=False)
@@ -181,7 +193,8 @@ class SprintInstancePool:
 
     def _ready(self, inst: SprintSubprocessInstance) -> SprintSubprocessInstance:
         """The instance, restarted first when it is out of step (always) or dead (``restart_dead``)."""
-        if inst.out_of_step or (self.restart_dead and inst.needs_restart() is not None):
+        reason = inst.needs_restart()
+        if reason is not None and (inst.out_of_step or self.restart_dead):
             inst.ensure_running()
         return inst
 
@@ -190,16 +203,23 @@ class SprintInstancePool:
             raise IndexError(f"instance {i} of a pool of {self.max_num_instances}")
         while i >= len(self.instances):
             self._maybe_create_new_instance()
-        return self._ready(self.instances[i])
+        inst = self.instances[i]
+        # a batch owns its instances: a request still pending was left by an interrupted batch
+        inst.abandon_request()
+        return self._ready(inst)
 
     def get_free_instance(self) -> Optional[SprintSubprocessInstance]:
         """An instance with no pending request (starting one if the pool is not full), else None."""
         with self.lock:
             self._check_open()
             for inst in self.instances:
-                if inst.out_of_step or not inst.is_calculating:
+                # one thread's instance until its answer is read: threads never share a child's stream
+                if (inst.out_of_step or not inst.is_calculating) and inst.claim():
                     return self._ready(inst)
-            return self._maybe_create_new_instance()
+            inst = self._maybe_create_new_instance()
+            if inst is not None:
+                inst.claim()
+            return inst
 
     def _run_parallel(self, job, jobs: list[list[int]]) -> None:
         """Runs ``job(instance, idxs, batch)`` for every non-empty job: in this thread when there is
@@ -218,12 +238,18 @@ class SprintInstancePool:
         ``log_posteriors`` (time, batch, label), ``seq_lengths`` (batch,), ``tags`` the segment
         names. Frames past a sequence's length get a zero error signal.
         """
+        self._check_open()
         post = np.asarray(log_posteriors)
         if post.ndim != 3:
             raise ValueError(f"log_posteriors must be (time, batch, label), got shape {post.shape}")
         check_real_dtype(post)
         lengths = checked_lengths(seq_lengths, post.shape[1], post.shape[0])
         names = tag_names(tags, post.shape[1])
+        check_names(names)
+        if self.region is None and post.shape[1]:  # refused before anything is sent (or converted)
+            b = int(np.argmax(lengths))
+            shape = (int(lengths[b]), post.shape[2])
+            check_payload(shape[0] * shape[1] * 4, self.max_payload, names[b], shape)
         # one conversion for the whole batch, never per sequence
         if post.dtype != np.float32 or post.strides[2] != 4:
             post = np.ascontiguousarray(post, dtype=np.float32)
@@ -245,8 +271,7 @@ class SprintInstancePool:
                 seq = post[:t, b]
                 if gather:
                     seq = np.ascontiguousarray(seq)
-                inst.get_loss_and_error_signal__send(names[b], t, seq, out=error_signal[:t, b])
-                _, value, _ = inst.get_loss_and_error_signal__read(out=error_signal[:t, b])
+                _, value, _ = inst.get_loss_and_error_signal(names[b], seq, out=error_signal[:t, b])
                 loss[b] = value
 
         # a sequence without frames has nothing for Sprint to compute (RASR refuses empty segments):
@@ -265,7 +290,9 @@ class SprintInstancePool:
         """One automaton for the batch: ``(edges uint32 (4, E), weights float32 (E,),
         start_end_states uint32 (2, batch))``; edge rows are from, to, emission index, sequence
         index, with each sequence's states offset by the states of the sequences before it."""
+        self._check_open()
         names = tag_names(tags)
+        check_names(names)
         parts: list[Optional[tuple[int, int, np.ndarray, np.ndarray]]] = [None] * len(names)
         jobs: list[list[int]] = [[] for _ in range(self.max_num_instances)]
         for b in range(len(names)):
@@ -390,7 +417,10 @@ class SprintPool(SprintInstancePool):
             inst = self.get_free_instance()
             if inst is None:
                 raise SprintControlError("every Sprint child is busy")
-            seg, loss, err = inst.get_loss_and_error_signal(name, log_posteriors)
+            try:
+                seg, loss, err = inst.get_loss_and_error_signal(name, log_posteriors)
+            finally:
+                inst.release()
         return SegmentResult(seg, loss, err)
 
     def automata(self, tags: Any) -> Automata:

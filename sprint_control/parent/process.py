@@ -8,6 +8,7 @@ exec, and only the two pipe ends (plus the shared region, and stdio) reach the c
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import shlex
@@ -48,6 +49,28 @@ def exec_args(path: ExecPath) -> list[str]:
     if not args:
         raise SprintChildError("the Sprint command is an empty list")
     return args
+
+
+def sprint_command(exec_args: Sequence[str], module_path: str, module_name: str, config: Mapping[str, Any],
+                   user_config: Mapping[str, Any], python_segment_order: bool, extra: Sequence[str]) -> list[str]:
+    """The child's command line (reference section 1): ``config`` first, then ``user_config``
+    sorted by key (the last occurrence of a key wins in the module), then ``extra``."""
+    pairs = ",".join(f"{k}:{v}" for k, v in [*config.items(), *sorted(user_config.items())])
+    args = list(exec_args) + [
+        "--*.python-control-enabled=true",
+        f"--*.pymod-path={module_path}",
+        f"--*.pymod-name={module_name}",
+        f"--*.pymod-config={pairs}",
+    ]
+    if python_segment_order:
+        args += [
+            "--*.python-segment-order=true",
+            f"--*.python-segment-order-pymod-path={module_path}",
+            f"--*.python-segment-order-pymod-name={module_name}",
+            f"--*.python-segment-order-config={pairs}",
+            "--*.python-segment-order-allow-copy=false",
+        ]
+    return args + list(extra)
 
 
 def child_env(base: Optional[Mapping[str, str]]) -> dict[str, str]:
@@ -115,8 +138,8 @@ class ChildProcess:
             if proc is not None:
                 kill_and_reap(proc)
             if isinstance(exc, OSError):
-                raise SprintChildError(f"cannot start Sprint {shlex.join(args) if args else ''!r}:"
-                                       f" {_os_error_text(exc)}") from exc
+                command_text = f" {shlex.join(args)!r}" if args else ""
+                raise SprintChildError(f"cannot start Sprint{command_text}: {_os_error_text(exc)}") from exc
             raise
         return cls(proc, c2p_r, p2c_w, drain)
 
@@ -158,8 +181,6 @@ class ChildProcess:
 
 
 def _os_error_text(exc: OSError) -> str:
-    import errno
-
     if exc.errno in (errno.EMFILE, errno.ENFILE):
         return f"too many open files ({exc}); raise the limit (ulimit -n) or close files"
     return str(exc)

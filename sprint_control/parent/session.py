@@ -11,12 +11,11 @@ never be taken for the next one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shlex
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
 from ..errors import SprintChildError, SprintControlError, SprintRemoteError
@@ -25,7 +24,7 @@ from ..wire.shm import SharedRegion
 from . import failures
 from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
 from .output import describe_exit
-from .process import ChildProcess, ExecPath, exec_args, register, unregister
+from .process import ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
 
 logger = logging.getLogger("sprint_control.parent")
 
@@ -118,6 +117,7 @@ class ChildSession:
         self._link: Optional[ParentLink] = None
         self._out_of_step = False  # an exchange was cut off: what the child will send next is unknown
         self._last_tail = ""  # the output of the last child, kept after it is gone
+        self._killed = False  # kill_now() was sent to the running child
         self._cur_seg_name: Optional[str] = None
         self._cur_shape: Optional[tuple[int, int]] = None
         self._lock = threading.RLock()
@@ -145,8 +145,8 @@ class ChildSession:
     @property
     def out_of_step(self) -> bool:
         """True when an exchange was cut off (an exception between a request and its full answer):
-        the child is killed and restarted before its next use."""
-        return self._out_of_step
+        the child is killed and restarted before its next use. Also true after ``kill_now``."""
+        return self._out_of_step or self._killed
 
     @property
     def busy(self) -> bool:
@@ -165,24 +165,10 @@ class ChildSession:
 
     def build_sprint_args(self, c2p_fd: int, p2c_fd: int) -> list[str]:
         """The child's command line for the given child-side fds (reference section 1)."""
-        config = f"c2p_fd:{c2p_fd},p2c_fd:{p2c_fd},minPythonControlVersion:{self.minPythonControlVersion}"
-        if self.sprintControlConfig:
-            config += "," + ",".join(f"{k}:{v}" for k, v in sorted(self.sprintControlConfig.items()))
-        args = list(self._exec_args) + [
-            "--*.python-control-enabled=true",
-            f"--*.pymod-path={self.module_path}",
-            f"--*.pymod-name={self.module_name}",
-            f"--*.pymod-config={config}",
-        ]
-        if self.usePythonSegmentOrder:
-            args += [
-                "--*.python-segment-order=true",
-                f"--*.python-segment-order-pymod-path={self.module_path}",
-                f"--*.python-segment-order-pymod-name={self.module_name}",
-                f"--*.python-segment-order-config={config}",
-                "--*.python-segment-order-allow-copy=false",
-            ]
-        return args + self.sprintConfig
+        config = {"c2p_fd": c2p_fd, "p2c_fd": p2c_fd, "minPythonControlVersion": self.minPythonControlVersion,
+                  "max_payload": self.max_payload}
+        return sprint_command(self._exec_args, self.module_path, self.module_name, config, self.sprintControlConfig,
+                              self.usePythonSegmentOrder, self.sprintConfig)
 
     # ------------------------------------------------------------------------------------------
     # life cycle
@@ -220,6 +206,7 @@ class ChildSession:
                 process.wait_or_kill(1.0)
                 raise
             self._process, self._link = process, link
+            self._killed = False
             self.protocol = None
             self.is_calculating = False
             self._out_of_step = False
@@ -242,6 +229,11 @@ class ChildSession:
         """Why the child must be (re)started before its next use, or None when it is ready."""
         if self._out_of_step:
             return "an exchange with it was interrupted"
+        if self._killed:
+            return "it was killed when its batch was interrupted"
+        if not self.is_calculating and getattr(self._link, "pending", None) is not None:
+            self._out_of_step = True  # the link waits for an answer nobody will read
+            return "an answer it owes was never read"
         process = self._process
         if process is None:
             if not self._started:
@@ -261,10 +253,17 @@ class ChildSession:
             if reason is None:
                 return
             if self._started:
-                logger.warning("restarting Sprint child (pid %s): %s", self.child_pid, reason)
-            if self._out_of_step:
+                pid = self.child_pid
+                logger.warning("restarting the Sprint child%s: %s", f" (pid {pid})" if pid else "", reason)
+            if self._out_of_step or self._killed:
                 self.kill()
             self.init()
+
+    def abandon_request(self) -> None:
+        """The answer to the pending request will not be read (its reader was interrupted): the
+        child is out of step and restarts before its next use."""
+        if self.is_calculating:
+            self._out_of_step = True
 
     def restart(self) -> None:
         """Kills the child (whatever it is doing) and starts a new one."""
@@ -277,6 +276,7 @@ class ChildSession:
         EPIPE and cleans up itself (the fds are not touched here)."""
         process = self._process
         if process is not None:
+            self._killed = True  # it may take a moment to die: poll() must not be trusted until then
             process.kill_now()
 
     def kill(self) -> None:
@@ -341,28 +341,12 @@ class ChildSession:
             )
         return self._link
 
-    @contextlib.contextmanager
-    def _exchange(self, what: str, waiting_for: str = "", *, pending_after: bool = False, sending: bool = False,
-                  handshake: bool = False) -> Iterator[None]:
-        """One step of an exchange: out of step until it completes; failures translated in one place
-        (``failures.translate``; ``what`` says what was under way, ``waiting_for`` what a timeout
-        waited for); on success, ``is_calculating`` becomes ``pending_after``."""
-        self._out_of_step = True
-        try:
-            yield
-        except (SprintControlError, EOFError, OSError) as exc:
-            if isinstance(exc, SprintRemoteError) and not handshake:
-                # the child's error answer was read whole: the stream is in step
-                self.is_calculating = False
-                self._out_of_step = False
-            err = failures.translate(self, exc, what, waiting_for or what, handshake=handshake, sending=sending)
-            if err is None:
-                raise
-            if isinstance(err, SprintRemoteError):
-                raise err from None
-            raise err from exc
-        self.is_calculating = pending_after
-        self._out_of_step = False
+    def _exchange(self, what: str, waiting_for: str = "", subject: Any = None, *, pending_after: bool = False,
+                  sending: bool = False, handshake: bool = False, stay_out_of_step: bool = False) -> _Exchange:
+        """One step of an exchange (see ``_Exchange``); ``what`` and ``waiting_for`` describe it for
+        the error messages, formatted with ``subject`` only when something fails."""
+        return _Exchange(self, what, waiting_for or what, subject, pending_after, sending, handshake,
+                         stay_out_of_step)
 
     def __del__(self):  # last resort; close() / atexit are the real paths
         try:
@@ -370,3 +354,46 @@ class ChildSession:
                 self.kill()
         except Exception:
             pass
+
+
+class _Exchange:
+    """A context manager around one step of an exchange with the child: the session is out of step
+    from its start until it completes; a failure is translated in one place (``failures.translate``);
+    on success, ``is_calculating`` becomes ``pending_after`` (a class, not a generator: it runs twice
+    per segment)."""
+
+    __slots__ = ("session", "what", "waiting_for", "subject", "pending_after", "sending", "handshake", "stay")
+
+    def __init__(self, session: ChildSession, what: str, waiting_for: str, subject: Any, pending_after: bool,
+                 sending: bool, handshake: bool, stay: bool):
+        self.session = session
+        self.what = what
+        self.waiting_for = waiting_for
+        self.subject = subject
+        self.pending_after = pending_after
+        self.sending = sending
+        self.handshake = handshake
+        self.stay = stay
+
+    def __enter__(self) -> None:
+        self.session._out_of_step = True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        session = self.session
+        if exc_type is None:
+            session.is_calculating = self.pending_after
+            session._out_of_step = self.stay
+            return False
+        if not isinstance(exc, (SprintControlError, EOFError, OSError)):
+            return False  # not a failure of the exchange (an interrupt): the session stays out of step
+        if isinstance(exc, SprintRemoteError) and not self.handshake:
+            # the child's error answer was read whole: the stream is in step
+            session.is_calculating = False
+            session._out_of_step = False
+        what, waiting_for = (text.format(self.subject) for text in (self.what, self.waiting_for))
+        err = failures.translate(session, exc, what, waiting_for, handshake=self.handshake, sending=self.sending)
+        if err is None:
+            return False
+        if isinstance(err, SprintRemoteError):
+            raise err from None
+        raise err from exc

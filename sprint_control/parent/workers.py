@@ -37,13 +37,13 @@ class Batch:
             if exc is not None:
                 self.errors.append((slot, exc))
             self._left -= 1
-            if not self._left:
+            if self._left <= 0:  # below 0 only when an interrupt also counted a job a worker took
                 self._cond.notify_all()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """True once every job has finished (interruptible: KeyboardInterrupt reaches the caller)."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._left, timeout)
+            return self._cond.wait_for(lambda: self._left <= 0, timeout)
 
 
 Job = Callable[[SprintSubprocessInstance, Sequence[int], Optional[Batch]], None]
@@ -89,11 +89,15 @@ class Workers:
         included), the batch is cancelled, the children the workers wait on are killed so their
         reads end, and the workers are waited for before the exception goes on."""
         batch = Batch(len(work))
-        for slot, inst, idxs in work:
-            self._queue(slot).put((batch, slot, job, inst, idxs))
+        submitted = 0
         try:
+            for slot, inst, idxs in work:
+                self._queue(slot).put((batch, slot, job, inst, idxs))
+                submitted += 1
             batch.wait()
         except BaseException:
+            for slot, _, _ in work[submitted:]:  # never handed to a worker
+                batch.finished(slot, None)
             self._cancel(batch, [inst for _, inst, _ in work])
             raise
         if batch.errors:
@@ -106,16 +110,17 @@ class Workers:
     def _cancel(batch: Batch, instances: Sequence[SprintSubprocessInstance]) -> None:
         batch.cancelled = True
         deadline = time.monotonic() + CANCEL_BOUND
-        while not batch.wait(0.02):
+        while True:
             # a worker in the middle of an exchange cannot be told to stop: its child is killed, so its
             # read or write ends (EOF, EPIPE) and it returns; the instance restarts before its next use
             for inst in instances:
                 if inst.busy:
                     inst.kill_now()
+            if batch.wait(0.2):
+                return
             if time.monotonic() > deadline:  # pragma: no cover - a worker stuck outside any pipe
                 logger.error("the pool's workers did not stop within %s s after an interrupt", CANCEL_BOUND)
                 return
-            batch.wait(0.2)
 
     def stop(self, timeout: float = CANCEL_BOUND) -> None:
         """Ends every worker thread (after its current job) and waits for them."""

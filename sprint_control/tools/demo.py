@@ -24,6 +24,7 @@ from typing import Optional, TextIO
 import numpy as np
 
 from ..parent import SprintPool
+from ..parent.options import checked_seconds
 from . import plot
 
 logger = logging.getLogger("sprint_control.tools.demo")
@@ -239,6 +240,14 @@ def format_summary(report: DemoReport) -> str:
     return "\n".join(out)
 
 
+def _positive_seconds(text: str) -> float:
+    """argparse type of --timeout: a positive number (0 or less would time out every request)."""
+    try:
+        return checked_seconds("--timeout", text, allow_none=False)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="sprint-control demo")
     p.description = ("Train a tiny acoustic model with the loss and error signal computed inside Sprint"
@@ -262,7 +271,7 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--shm", action="store_true",
                    help="move the matrices through shared memory instead of the pipes (protocol 2 only)")
-    p.add_argument("--timeout", type=float, default=120.0,
+    p.add_argument("--timeout", type=_positive_seconds, default=120.0,
                    help="seconds to wait for each answer of a child (default 120)")
     plot.add_plot_option(p, "loss per frame and seg/s per epoch")
     return p

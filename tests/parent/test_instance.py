@@ -22,6 +22,7 @@ from sprint_control import (
     SprintTimeoutError,
 )
 from sprint_control.parent import DEFAULT_MODULE_NAME, SprintSubprocessInstance, default_module_path
+from sprint_control.wire.constants import DEFAULT_MAX_PAYLOAD
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -43,7 +44,7 @@ def test_command_line_and_fds_match_the_reference(fake_exec, tmp_path):
     argv = seen["argv"][1:]  # without the script itself
     config = dict(kv.split(":", 1) for kv in argv[3].split("=", 1)[1].split(","))
     c2p, p2c = int(config["c2p_fd"]), int(config["p2c_fd"])
-    expected_config = (f"c2p_fd:{c2p},p2c_fd:{p2c},minPythonControlVersion:3,"
+    expected_config = (f"c2p_fd:{c2p},p2c_fd:{p2c},minPythonControlVersion:3,max_payload:{DEFAULT_MAX_PAYLOAD},"
                        "EnableAutoNumpySharedMemPickling:False,verbose:true")
     path = default_module_path()
     assert argv == [
@@ -266,5 +267,33 @@ def test_bad_out_buffer_is_refused_before_reading(fake_exec):
         _, _, err = inst.get_loss_and_error_signal__read(out=out)
         assert err is out and inst.alive
         np.testing.assert_array_equal(out, criterion(x)[1])
+    finally:
+        inst.close()
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_an_answer_that_does_not_match_its_request_is_a_protocol_error(fake_exec, protocol):
+    # whatever the link finds wrong with an answer (another segment, sequence number or shape) is a
+    # ProtocolError for the caller, never a loss; the child, now out of step, is stopped and restarted
+    from sprint_control import ProtocolError
+    from sprint_control.parent import MalformedAnswerError
+
+    inst = SprintSubprocessInstance(fake_exec, protocol=protocol)
+    try:
+        pid = inst.child_pid
+        link = inst._link
+
+        def mismatched(shape, out=None):
+            raise ProtocolError("answer for segment 'other' (seq 7), the request was 'good' (seq 1)")
+
+        link.recv_loss_result = mismatched
+        with pytest.raises(ProtocolError, match="malformed answer .* 'other'") as info:
+            inst.get_loss_and_error_signal("good", _post(3, 2))
+        assert isinstance(info.value, MalformedAnswerError) and isinstance(info.value, SprintChildError)
+        assert not inst.alive
+        inst.init()
+        assert inst.child_pid != pid
+        _, loss, _ = inst.get_loss_and_error_signal("good", _post(3, 2))
+        assert loss == pytest.approx(criterion(_post(3, 2))[0], rel=1e-6)
     finally:
         inst.close()

@@ -223,3 +223,25 @@ def test_echo_output_copies_the_childs_stderr(fake_exec, capfd):
     with SprintPool(1, fake_exec, echo_output=True) as pool:
         pool.compute(_batch([2]), [2], ["a"])
     assert "fake child started" in capfd.readouterr().err
+
+
+def test_a_pool_dropped_without_close_leaves_no_worker_thread(fake_exec):
+    import gc
+    import threading
+    import time
+
+    lengths = [5, 4, 3]
+    pool = SprintPool(3, fake_exec)
+    pool.compute(_batch(lengths), lengths, ["a", "b", "c"])
+    assert any(t.name.startswith("sprint-pool") for t in threading.enumerate())
+    instances = pool.instances
+    del pool
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("sprint-pool") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert not any(t.name.startswith("sprint-pool") for t in threading.enumerate())
+    finally:
+        for inst in instances:
+            inst.close()

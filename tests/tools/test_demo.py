@@ -86,3 +86,11 @@ def test_demo_rejects_bad_options():
         run_demo(criterion="mmi", out=None)
     with pytest.raises(SystemExit):
         cli.main(["demo", "--protocol", "3"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_demo_refuses_a_timeout_that_cannot_work(capsys, value):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "--timeout", value])
+    assert info.value.code == 2
+    assert "--timeout must be a positive number of seconds" in capsys.readouterr().err

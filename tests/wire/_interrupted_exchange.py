@@ -1,4 +1,4 @@
-"""Run by test_interrupts.py: a SIGINT lands while the parent waits for an answer.
+"""Run by test_link_interrupts.py: a SIGINT lands while the parent waits for an answer.
 
 Prints one line per step, for the test to check: the interrupt, the link's pending request after
 it, and what a next request meets.
