@@ -11,6 +11,8 @@ import numpy as np
 
 from ..errors import ProtocolError
 from ..wire.constants import DEFAULT_MAX_NAME
+from ..wire.limits import check_name
+from ..wire.limits import check_payload as check_payload_limit
 
 __all__ = [
     "SegmentResult",
@@ -153,22 +155,16 @@ def check_names(names: Sequence[str], limit: int = DEFAULT_MAX_NAME) -> None:
     """Segment names the wire cannot carry (over ``limit`` bytes of UTF-8, on either protocol) are
     refused before anything is sent."""
     for name in names:
-        if 4 * len(name) <= limit:  # at most 4 bytes a character: no need to encode it
-            continue
-        size = len(name.encode("utf-8"))
-        if size > limit:
-            raise ValueError(f"segment name {name[:40]!r}... has {size} bytes of UTF-8; a segment name may have at"
-                             f" most {limit} bytes")
+        check_name(name, limit)
 
 
 def check_payload(nbytes: int, max_payload: int, seg_name: str, shape: tuple[int, ...]) -> None:
     """A segment the child cannot take is refused here, before anything is written."""
-    if nbytes > max_payload:
-        raise ProtocolError(
-            f"segment {seg_name!r}: its posteriors, {' x '.join(map(str, shape))} float32 = {nbytes} bytes, exceed"
-            f" max_payload = {max_payload} bytes, the largest matrix the child takes; raise the max_payload option"
-            " (SprintPool(max_payload=...), SprintSubprocessInstance(max_payload=...) or sprint_opts['max_payload'])"
-            " to send it, or use shm=True")
+    check_payload_limit(
+        nbytes, max_payload, f"the posteriors of segment {seg_name!r} ({' x '.join(map(str, shape))} float32)",
+        hint=" (SprintPool(max_payload=...), SprintSubprocessInstance(max_payload=...) or sprint_opts['max_payload'];"
+        " or use shm=True)",
+    )
 
 
 def schedule_longest_first(seq_lengths: Sequence[int], num_instances: int) -> list[list[int]]:

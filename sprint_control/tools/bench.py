@@ -251,10 +251,10 @@ class EmulatorPeer(_Peer):
             timeout=timeout, name="sprint_control.tools.bench", shared_region=self.region,
         )
         want = PROTOCOL_V1 if transport == "v1" else PROTOCOL_V2
-        if self.inst.protocol != want or (self.region is not None and self.inst._link.shm is None):
+        if self.inst.protocol != want or (self.region is not None and not self.inst.uses_shared_memory):
             self.close()
             raise RuntimeError(f"the emulator negotiated protocol {self.inst.protocol} (shared memory:"
-                               f" {self.inst._link.shm is not None}), wanted {transport}")
+                               f" {self.inst.uses_shared_memory}), wanted {transport}")
 
     def send(self, posteriors: np.ndarray, seg_name: str = EMULATOR_SEGMENT, out: Optional[np.ndarray] = None
              ) -> None:

@@ -33,27 +33,31 @@ def v1_message_limit(max_payload: int) -> int:
     return max_payload + V1_SLACK
 
 
-def check_payload(nbytes: int, limit: int, what: str = "payload") -> None:
+def check_payload(nbytes: int, limit: int, what: str = "payload", hint: str = "") -> None:
     """Raises ProtocolError unless ``nbytes`` fit the receiver's payload ``limit``.
 
-    ``what`` names the thing, e.g. ``"posteriors of segment 'a/1'"``.
+    ``what`` names the thing, e.g. ``"posteriors of segment 'a/1'"``; ``hint`` says where the caller
+    sets the option.
     """
     if nbytes > limit:
         raise ProtocolError(
-            f"{what} of {nbytes} bytes exceed the limit of {limit} bytes: raise the option"
-            f" {MAX_PAYLOAD_OPTION} (passed to the child as {MAX_PAYLOAD_OPTION}:<bytes> in --*.pymod-config)"
-            " if such segments are real"
+            f"{what} of {nbytes} bytes exceed {MAX_PAYLOAD_OPTION} = {limit} bytes, the largest matrix the child"
+            f" takes: raise the option {MAX_PAYLOAD_OPTION}{hint} (the child gets it as"
+            f" {MAX_PAYLOAD_OPTION}:<bytes> in --*.pymod-config) if such segments are real"
         )
 
 
 def check_name(name, limit: int = DEFAULT_MAX_NAME, what: str = "segment name") -> None:
-    """Raises ProtocolError unless ``name`` (str or bytes) fits in ``limit`` bytes of UTF-8.
+    """Raises ProtocolError (a ValueError) unless ``name`` (str or bytes) fits in ``limit`` bytes of UTF-8.
 
-    The v2 frame header bounds a name to ``DEFAULT_MAX_NAME`` bytes; a longer one would end the child.
+    The v2 frame header bounds a name to ``DEFAULT_MAX_NAME`` bytes; a longer one would end the child,
+    so both protocols refuse it before anything is sent.
     """
+    if isinstance(name, str) and 4 * len(name) <= limit:  # at most 4 bytes a character: no need to encode
+        return
     size = len(name.encode("utf-8")) if isinstance(name, str) else len(name)
     if size > limit:
         raise ProtocolError(
-            f"{what} of {size} bytes exceeds the limit of {limit} bytes of a protocol-2 frame:"
-            f" {name[:40]!r}... is refused before anything is sent"
+            f"{what} {name[:40]!r}... has {size} bytes of UTF-8; a {what} may have at most {limit} bytes"
+            " (the limit of a protocol-2 frame); it is refused before anything is sent"
         )

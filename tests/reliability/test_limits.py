@@ -27,7 +27,7 @@ def test_a_segment_over_the_default_limit_is_refused_before_sending(emulator, pr
     # 8,100 x 12,001 float32 = 388,832,400 bytes > DEFAULT_MAX_PAYLOAD, as a view that costs no memory
     huge = np.broadcast_to(np.float32(-1.0), (8100, 12001))
     with _closing(SprintSubprocessInstance(**emulator(protocol=protocol))) as inst:
-        expected = rf"388832400 bytes, exceed max_payload = {DEFAULT_MAX_PAYLOAD} bytes.*raise the max_payload option"
+        expected = rf"388832400 bytes exceed max_payload = {DEFAULT_MAX_PAYLOAD} bytes.*raise the option max_payload"
         with pytest.raises(ProtocolError, match=expected):
             inst.get_loss_and_error_signal(SEG.name, huge)
         assert inst.alive and not inst.busy and inst.restarts == 0
