@@ -158,6 +158,26 @@ def check_names(names: Sequence[str], limit: int = DEFAULT_MAX_NAME) -> None:
         check_name(name, limit)
 
 
+def checked_batch(log_posteriors: Any, seq_lengths: Sequence[int], tags: Any
+                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A batch's (time, batch, label) log-posteriors, lengths and segment names, each checked, before
+    any of it reaches a child: ``(posteriors as given, lengths, names)``."""
+    post = np.asarray(log_posteriors)
+    if post.ndim != 3:
+        raise ValueError(f"log_posteriors must be (time, batch, label), got shape {post.shape}")
+    check_real_dtype(post)
+    lengths = checked_lengths(seq_lengths, post.shape[1], post.shape[0])
+    names = tag_names(tags, post.shape[1])
+    check_names(names)
+    return post, lengths, names
+
+
+def check_finite_batch(post: np.ndarray, lengths: np.ndarray, names: Sequence[str]) -> None:
+    """``reject_non_finite`` over a batch: every sequence's frames, before anything is sent."""
+    for b in range(post.shape[1]):
+        check_finite(post[: int(lengths[b]), b], names[b])
+
+
 def check_payload(nbytes: int, max_payload: int, seg_name: str, shape: tuple[int, ...]) -> None:
     """A segment the child cannot take is refused here, before anything is written."""
     check_payload_limit(

@@ -20,11 +20,10 @@ from .batch import (
     Automata,
     BatchResult,
     SegmentResult,
-    check_finite,
+    check_finite_batch,
     check_names,
     check_payload,
-    check_real_dtype,
-    checked_lengths,
+    checked_batch,
     merge_automata,
     schedule_longest_first,
     tag_names,
@@ -239,13 +238,7 @@ class SprintInstancePool:
         names. Frames past a sequence's length get a zero error signal.
         """
         self._check_open()
-        post = np.asarray(log_posteriors)
-        if post.ndim != 3:
-            raise ValueError(f"log_posteriors must be (time, batch, label), got shape {post.shape}")
-        check_real_dtype(post)
-        lengths = checked_lengths(seq_lengths, post.shape[1], post.shape[0])
-        names = tag_names(tags, post.shape[1])
-        check_names(names)
+        post, lengths, names = checked_batch(log_posteriors, seq_lengths, tags)
         if self.region is None and post.shape[1]:  # refused before anything is sent (or converted)
             b = int(np.argmax(lengths))
             shape = (int(lengths[b]), post.shape[2])
@@ -254,8 +247,7 @@ class SprintInstancePool:
         if post.dtype != np.float32 or post.strides[2] != 4:
             post = np.ascontiguousarray(post, dtype=np.float32)
         if self.reject_non_finite:  # before anything is sent: no child sees a part of a refused batch
-            for b in range(post.shape[1]):
-                check_finite(post[: int(lengths[b]), b], names[b])
+            check_finite_batch(post, lengths, names)
         n_batch = post.shape[1]
         loss = np.zeros((n_batch,), dtype=np.float32)
         error_signal = self.empty(post.shape)

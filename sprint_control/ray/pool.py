@@ -21,7 +21,7 @@ from ..parent import (
     merge_automata,
     schedule_longest_first,
 )
-from ..parent.batch import check_finite, check_real_dtype, checked_lengths, tag_names
+from ..parent.batch import check_finite_batch, checked_batch, tag_names
 from ..parent.process import ExecPath
 from .options import RAY_GRACE, RayOptions, checked_pool_options
 from .slots import ActorSlot, collect
@@ -199,17 +199,11 @@ class RaySprintPool:
     def get_batch_loss_and_error_signal(self, log_posteriors: np.ndarray, seq_lengths: Sequence[int],
                                         tags: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Loss (batch,) float32 and error signal (time, batch, label) float32, as ``SprintPool``'s."""
-        post = np.asarray(log_posteriors)
-        if post.ndim != 3:
-            raise ValueError(f"log_posteriors must be (time, batch, label), got shape {post.shape}")
-        check_real_dtype(post)
-        lengths = checked_lengths(seq_lengths, post.shape[1], post.shape[0])
-        names = tag_names(tags, post.shape[1])
+        post, lengths, names = checked_batch(log_posteriors, seq_lengths, tags)
         if post.dtype != np.float32:
             post = post.astype(np.float32)
         if self.reject_non_finite:  # before anything is sent, as in the local pool
-            for b in range(post.shape[1]):
-                check_finite(post[: int(lengths[b]), b], names[b])
+            check_finite_batch(post, lengths, names)
         loss = np.zeros((post.shape[1],), dtype=np.float32)
         error_signal = np.empty(post.shape, dtype=np.float32)
         error_signal[:, lengths == 0] = 0  # nothing to compute: loss 0, no error signal, no round trip
