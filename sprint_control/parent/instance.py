@@ -10,6 +10,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import ProtocolError, SprintControlError
+from ..wire.limits import V1_SLACK
 from ..wire.protocol import PROTOCOL_V1, V1_MAX_MESSAGE, ParentLink
 from .batch import check_finite, check_names, check_payload, check_real_dtype
 from .session import ChildSession
@@ -90,7 +91,7 @@ class SprintSubprocessInstance(ChildSession):
         link = self._before_request()
         if self.shared_region is not None and link.shm is None:  # the child took the pipe, not the region
             check_payload(post.nbytes, self.max_payload, seg_name, post.shape)
-        if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - (1 << 20):
+        if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - V1_SLACK:
             # refuse before anything is written: the stream stays usable
             raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
         with self._exchange("while sending segment {!r}", "while sending {!r}", seg_name, pending_after=True,

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from ..wire.constants import DEFAULT_MAX_PAYLOAD
 from ..wire.protocol import PROTOCOL_V1, PROTOCOL_V2
-from ..wire.shm import DEFAULT_INLINE_BELOW
+from ..wire.shm import DEFAULT_INLINE_BELOW, DEFAULT_MAX_SIZE, DEFAULT_SIZE
 
 #: The Sprint-side module the children load unless told otherwise.
 DEFAULT_MODULE_NAME = "sprint_control.control"
@@ -53,8 +53,8 @@ class ParentOptions:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     restart_dead: bool = True
     #: initial size of the shared region when ``shm=True``
-    shm_size: int = 64 << 20
-    shm_max_size: int = 8 << 30
+    shm_size: int = DEFAULT_SIZE
+    shm_max_size: int = DEFAULT_MAX_SIZE
     shm_inline_below: int = DEFAULT_INLINE_BELOW
 
 

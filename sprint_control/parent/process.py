@@ -186,8 +186,14 @@ def _os_error_text(exc: OSError) -> str:
     return str(exc)
 
 
+#: After SIGTERM, how long a child may take to end before SIGKILL; after SIGKILL, how long the kernel may
+#: take to reap it (a child in uninterruptible sleep) before we give up on it.
+TERM_GRACE = 1.0
+KILL_GRACE = 5.0
+
+
 def wait_or_kill(proc: subprocess.Popen, wait: float) -> Optional[int]:
-    for action, seconds in ((None, wait), (proc.terminate, 1.0), (proc.kill, 5.0)):
+    for action, seconds in ((None, wait), (proc.terminate, TERM_GRACE), (proc.kill, KILL_GRACE)):
         if action is not None:
             try:
                 action()
@@ -208,7 +214,7 @@ def kill_and_reap(proc: subprocess.Popen) -> Optional[int]:
             proc.kill()
         except OSError:  # pragma: no cover
             pass
-    return wait_or_kill(proc, 5.0)
+    return wait_or_kill(proc, KILL_GRACE)
 
 
 __all__ = ["ChildProcess", "ExecPath", "describe_exit", "exec_args", "register", "unregister"]

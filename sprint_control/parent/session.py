@@ -24,7 +24,7 @@ from ..wire.shm import SharedRegion
 from . import failures
 from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
 from .output import describe_exit
-from .process import ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
+from .process import KILL_GRACE, ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
 
 logger = logging.getLogger("sprint_control.parent")
 
@@ -288,7 +288,7 @@ class ChildSession:
             link.close()
         if process is not None:
             process.kill_now()
-            process.wait_or_kill(5.0)
+            process.wait_or_kill(KILL_GRACE)
             process.join_output(1.0)
             self._last_tail = process.tail()
         self._process = None

@@ -28,6 +28,8 @@ from ..parent.options import checked_seconds
 from . import plot
 
 logger = logging.getLogger("sprint_control.tools.demo")
+#: Seconds the demo waits for each answer of a child: a stuck child ends the demo instead of hanging it.
+DEFAULT_TIMEOUT = 120.0
 
 CRITERIA = ("ctc", "fsa")
 
@@ -102,7 +104,7 @@ def run_demo(
     batch_size: int = 16,
     progress: bool = True,
     out: Optional[TextIO] = None,
-    timeout: Optional[float] = 120.0,
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
     shm: bool = False,
 ) -> DemoReport:
     """Trains the demo model; prints per-epoch lines and a summary to ``out`` (None: silent)."""
@@ -271,8 +273,8 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--shm", action="store_true",
                    help="move the matrices through shared memory instead of the pipes (protocol 2 only)")
-    p.add_argument("--timeout", type=_positive_seconds, default=120.0,
-                   help="seconds to wait for each answer of a child (default 120)")
+    p.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT,
+                   help="seconds to wait for each answer of a child (default %(default)s)")
     plot.add_plot_option(p, "loss per frame and seg/s per epoch")
     return p
 

@@ -39,6 +39,8 @@ __all__ = ["SharedRegion", "Descriptor", "available", "DEFAULT_MAX_SIZE"]
 logger = logging.getLogger("sprint_control.shm")
 
 #: Default cap on a region: enough for a (3500, 12001) float32 batch slice in and out many times over.
+#: Initial size of a region that ``create`` makes (it grows up to ``max_size`` on demand).
+DEFAULT_SIZE = 64 << 20
 DEFAULT_MAX_SIZE = 8 << 30
 #: Matrices smaller than this travel inline through the pipe even when a region is shared: below it
 #: a pipe round trip costs less than the descriptor bookkeeping (measured in docs/shm.md).
@@ -125,7 +127,7 @@ class SharedRegion:
     # -- life cycle ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, size: int = 64 << 20, max_size: int = DEFAULT_MAX_SIZE,
+    def create(cls, size: int = DEFAULT_SIZE, max_size: int = DEFAULT_MAX_SIZE,
                inline_below: int = DEFAULT_INLINE_BELOW) -> SharedRegion:
         """A new, zero-filled region of ``size`` bytes (rounded up to whole pages)."""
         size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
