@@ -75,7 +75,7 @@ def sprint_command(exec_args: Sequence[str], module_path: str, module_name: str,
 
 def child_env(base: Optional[Mapping[str, str]]) -> dict[str, str]:
     """The child's environment: ours (or ``base``) plus what the Sprint-side module needs to end
-    itself when this process dies (see ``sprint_control.control``): our pid, and whether the
+    itself when this process dies (see ``sprint_control.sprint.guard``): our pid, and whether the
     kernel may kill it with us (``PR_SET_PDEATHSIG``). Linux sends that signal when the *thread*
     that spawned the child ends, so it is asked for only from the main thread, which lives as
     long as the process; children started in other threads rely on the module's watchdog."""
