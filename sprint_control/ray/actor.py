@@ -99,6 +99,14 @@ class SprintActor:
             return f"restarting the child failed: {str(exc).splitlines()[0]}"
         return f"the child was restarted (pid {inst.child_pid})"
 
+    def _instance(self):
+        """The actor's child, restarted first if it died: a failed restart is the segment's failure too,
+        so the driver learns which actor, node and segment it was."""
+        inst = self.pool.get_free_instance()
+        if inst is None:
+            raise SprintControlError("the actor's Sprint child is busy")
+        return inst
+
     def compute(self, log_posteriors: np.ndarray, seq_lengths: Sequence[int], names: Sequence[str]
                 ) -> Union[tuple[np.ndarray, np.ndarray], Failure]:
         """Loss (n,) and error signal (time, n, label) of this actor's share, in the order given;
@@ -111,11 +119,8 @@ class SprintActor:
             err[t:, j] = 0
             if t == 0:
                 continue
-            inst = self.pool.get_free_instance()
             try:
-                if inst is None:
-                    raise SprintControlError("the actor's Sprint child is busy")
-                _, value, _ = inst.get_loss_and_error_signal(name, post[:t, j], out=err[:t, j])
+                _, value, _ = self._instance().get_loss_and_error_signal(name, post[:t, j], out=err[:t, j])
             except SprintControlError as exc:
                 return dataclasses.replace(_failure(exc, name, j), restart=self._restart_note())
             loss[j] = value
@@ -126,11 +131,8 @@ class SprintActor:
         """Sprint's automaton of each segment (``export_allophone_state_fsa``), in the order given."""
         parts = []
         for j, name in enumerate(names):
-            inst = self.pool.get_free_instance()
             try:
-                if inst is None:
-                    raise SprintControlError("the actor's Sprint child is busy")
-                parts.append(inst.export_allophone_state_fsa(name))
+                parts.append(self._instance().export_allophone_state_fsa(name))
             except SprintControlError as exc:
                 return dataclasses.replace(_failure(exc, name, j), restart=self._restart_note())
         return parts

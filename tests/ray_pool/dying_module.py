@@ -6,6 +6,8 @@ named by the child's environment:
   ended with it: the actor dies in the middle of a batch.
 - ``RAY_FAULT_STOP_ACTOR=SEG``: the child stops its parent (SIGSTOP) and sleeps: the actor neither
   answers nor dies, as when its node has gone.
+- ``RAY_FAULT_NO_START=PATH``: while the file PATH exists, a child fails as RASR loads this module
+  (a restart that cannot succeed).
 """
 
 import os
@@ -14,6 +16,9 @@ import time
 
 from sprint_control import control as _control
 from sprint_control.control import *  # noqa: F403 - RASR calls the module's public names
+
+if os.path.exists(os.environ.get("RAY_FAULT_NO_START") or "\0"):
+    raise SystemExit("dying_module: this child must not start (RAY_FAULT_NO_START)")
 
 _original = _control.PythonControl._criterion_via_sprint_callback
 

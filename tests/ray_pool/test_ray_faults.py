@@ -4,7 +4,9 @@ names the actor, its node and the segment, within the bound; the pool serves the
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -91,3 +93,24 @@ def test_an_actor_that_stops_answering_is_a_timeout_within_the_bound(ray_cluster
                          + re.escape(repr(tags[VICTIM])) + ".*; its node may be gone or the actor stuck", str(err))
         _next_batch_is_served(pool, reference)
         assert wait_gone({old["pid"], old["child_pid"]}) == set()
+
+
+def test_a_child_that_died_between_batches_and_cannot_restart_is_named(ray_cluster, reference, tmp_path):
+    """The actor restarts a dead child before its next segment; when that restart fails, the driver still
+    learns which actor, node and segment it was (not a bare error from inside the actor)."""
+    x, lengths, tags, _, _ = reference
+    marker = tmp_path / "no-start"
+    with RaySprintPool(2, sprint_args=EMULATOR_ARGS, timeout=60, start_timeout=30,
+                       **faulty_options(no_start=str(marker))) as pool:
+        old = pool.actor_info()
+        marker.touch()  # from now on a child fails as it starts
+        for info in old:
+            os.kill(info["child_pid"], signal.SIGKILL)
+        assert wait_gone({info["child_pid"] for info in old}) == set()
+        with pytest.raises(SprintChildError) as caught:
+            pool.compute(x, lengths, tags)
+        msg = str(caught.value)
+        assert re.match(r"Ray actor [01] \(node ", msg), msg
+        assert re.search(r"segment '[^']+' failed", msg), msg
+        marker.unlink()
+        _next_batch_is_served(pool, reference)
