@@ -38,10 +38,10 @@ def _openmp_args():
 #: module -> (its .pyx, the csrc/ files linked into it)
 EXTENSIONS = {
     "sprint_control.wire._framing": ("sprint_control/wire/_framing.pyx", ["csrc/frame_io.c"]),
-    "sprint_control.emulator._fsa": ("sprint_control/emulator/_fsa.pyx", []),
+    "sprint_control.fsa._fsa": ("sprint_control/fsa/_fsa.pyx", []),
 }
 #: module -> a callable giving its extra Extension arguments
-EXTRA_ARGS = {"sprint_control.emulator._fsa": _openmp_args}
+EXTRA_ARGS = {"sprint_control.fsa._fsa": _openmp_args}
 
 
 def _extensions():

@@ -20,6 +20,12 @@ def framing_impl(request):
     return request.param
 
 
+@pytest.fixture(params=twins("fsa._fsa", "fsa._fsa_py"))
+def fsa_impl(request):
+    """The full-sum kernel: compiled ``_fsa`` and the numpy twin ``_fsa_py``."""
+    return request.param
+
+
 @pytest.fixture
 def no_leaks():
     """Fails the test when it leaves fds open or child processes unreaped (tests/reliability adds threads)."""

@@ -56,6 +56,13 @@ def test_from_old_path_import_name_works(old, new):
     assert namespace[name] is getattr(new_mod, name)
 
 
+def test_the_kernel_s_old_path_gives_the_fsa_layer_s_objects():
+    old = importlib.import_module("sprint_control.emulator.fsa")
+    new = importlib.import_module("sprint_control.fsa")
+    for name in new.API:
+        assert getattr(old, name) is getattr(new, name), name
+
+
 def test_the_sprint_side_module_rasr_loads():
     control = importlib.import_module("sprint_control.control")
     for name in SPRINT_SIDE_NAMES:
@@ -155,13 +162,14 @@ def test_each_extension_links_the_c_sources_of_the_headers_it_declares():
 ALLOWED_IMPORTS = {
     "base": {"base", "wire"},  # the root names IMPLEMENTATION (wire.framing); the sides load lazily by name
     "wire": {"base", "wire"},
-    "emulator": {"base", "emulator"},  # stands alone: it loads the Sprint-side module by name, as RASR does
+    "fsa": {"base", "fsa"},  # the full-sum kernel: below the emulator's criteria and the torch bridge
+    "emulator": {"base", "fsa", "emulator"},  # stands alone: it loads the Sprint-side module by name, as RASR does
     "sprint": {"base", "wire", "sprint"},
     "parent": {"base", "wire", "parent"},
-    "torch": {"base", "wire", "parent", "emulator", "torch"},  # emulator: the fsa kernel its criteria share
+    "torch": {"base", "wire", "parent", "fsa", "emulator", "torch"},
     "returnn": {"base", "wire", "parent", "returnn"},  # the switch for RETURNN users: a pool under RETURNN's name
     "ray": {"base", "wire", "parent", "ray"},  # the optional extra: the parent side on a Ray cluster
-    "tools": {"base", "wire", "parent", "emulator", "torch", "ray", "tools"},
+    "tools": {"base", "wire", "parent", "fsa", "emulator", "torch", "ray", "tools"},
     "cli": {"base", "tools", "cli"},
     "compat": {"wire"},  # the old module paths
 }
@@ -178,7 +186,7 @@ def layer_of(module: str) -> str:
         return "sprint"
     if head in ("cli", "__main__"):
         return "cli"
-    if head in ("wire", "emulator", "parent", "torch", "returnn", "ray", "tools"):
+    if head in ("wire", "fsa", "emulator", "parent", "torch", "returnn", "ray", "tools"):
         return head
     raise AssertionError(f"{module}: no layer known for it; add it to test_layout.layer_of")
 

@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import fsa as _fsa
+from .. import fsa as _fsa
 from .lexicon import Automaton, Lexicon
 
 log = logging.getLogger("sprint_control.emulator.criteria")

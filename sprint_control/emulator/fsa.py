@@ -1,21 +1,12 @@
-"""Forward-backward and Viterbi over automata: the compiled kernel when it is built, else its numpy twin.
-
-``forward_backward`` serves the emulator's criteria (one sequence); ``fullsum`` and ``viterbi`` run a batch
-over RASR's merged automaton (the PyTorch bridge's CPU path); ``batch_layout`` checks such an automaton.
-``API`` is the fixed list of names both implementations provide (a test checks it).
-``SPRINT_CONTROL_PURE_PYTHON=1`` selects the twin even where the kernel is built.
-"""
+"""The old path of the full-sum kernel, now the layer :mod:`sprint_control.fsa`; the same objects."""
 
 from __future__ import annotations
 
-from .._env import pure_python_forced
+from ..fsa import API as API
+from ..fsa import IMPLEMENTATION as IMPLEMENTATION
+from ..fsa import batch_layout as batch_layout
+from ..fsa import forward_backward as forward_backward
+from ..fsa import fullsum as fullsum
+from ..fsa import viterbi as viterbi
 
-__all__ = ["IMPLEMENTATION", "forward_backward", "fullsum", "viterbi", "batch_layout"]
-API = tuple(__all__)
-
-try:
-    if pure_python_forced():  # the twin even where the kernel is built
-        raise ImportError("SPRINT_CONTROL_PURE_PYTHON is set")
-    from ._fsa import IMPLEMENTATION, batch_layout, forward_backward, fullsum, viterbi
-except ImportError:  # not built, or the twin is forced
-    from ._fsa_py import IMPLEMENTATION, batch_layout, forward_backward, fullsum, viterbi  # type: ignore[no-redef]
+__all__ = list(API)

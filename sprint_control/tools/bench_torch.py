@@ -219,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
     except ImportError:
         fail(PROG, "needs PyTorch: pip install sprint_control[torch]")
-    from ..emulator import fsa
+    from .. import fsa
 
     rows = measure_sizes(args.sizes, args.threads, args.repeats, args.contenders, args.clock)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

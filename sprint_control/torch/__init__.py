@@ -10,7 +10,7 @@ so ``import sprint_control`` works without PyTorch.
   LRU cache (:class:`AutomataCache`), because a training run asks for the same segments every epoch
   (``automata.py``).
 - :func:`fullsum_loss` is a batched log-space forward-backward (Baum-Welch) over such an automaton: the compiled
-  kernel of ``sprint_control.emulator.fsa`` for CPU tensors, a few fused torch ops per frame on other devices
+  kernel of ``sprint_control.fsa`` for CPU tensors, a few fused torch ops per frame on other devices
   (``fullsum.py``, ``_ops.py``); :func:`fullsum_loss_for_batch` ties both together. :func:`fullsum_viterbi` is
   the best path over the same automata (``viterbi.py``).
 

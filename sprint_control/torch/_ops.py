@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..emulator import fsa as _fsa
+from .. import fsa as _fsa
 
 __all__ = ["forward", "backward"]
 

@@ -1,6 +1,6 @@
 """Full-sum (Baum-Welch) loss over RASR's merged automata, as an autograd Function.
 
-CPU tensors go to the compiled kernel of :mod:`sprint_control.emulator.fsa` (the one the emulator's criteria
+CPU tensors go to the compiled kernel of :mod:`sprint_control.fsa` (the one the emulator's criteria
 use): one call per batch, sequences in parallel on ``torch.get_num_threads()`` threads without the GIL, reading
 the input tensor's memory and writing minus the occupancies straight into the gradient tensor. It runs forward
 and backward at once when a gradient is needed (RETURNN's FastBaumWelch does the same), so ``backward`` only
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..emulator import fsa as _fsa
+from .. import fsa as _fsa
 from . import _ops
 from ._common import SeqLengths, scaled_gradient, seq_lengths_numpy
 from .automata import AutomataCache, automata_for_batch

@@ -1,5 +1,5 @@
 """Viterbi over RASR's merged automata: the best path of each sequence and its frame-level alignment
-(what RETURNN's FastViterbi op gives), by the compiled kernel of :mod:`sprint_control.emulator.fsa`."""
+(what RETURNN's FastViterbi op gives), by the compiled kernel of :mod:`sprint_control.fsa`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..emulator import fsa as _fsa
+from .. import fsa as _fsa
 from ._common import SeqLengths, seq_lengths_numpy
 from .fullsum import compute_dtype, cpu_numpy
 

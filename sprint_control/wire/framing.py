@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .._env import pure_python_forced
+from .._impl import select
 
 __all__ = [
     "IMPLEMENTATION",
@@ -21,29 +21,13 @@ __all__ = [
 ]
 API = tuple(__all__)
 
-try:
-    if pure_python_forced():  # the twin even where the core is built
-        raise ImportError("SPRINT_CONTROL_PURE_PYTHON is set")
-    from ._framing import (
-        IMPLEMENTATION,
-        decode_frame,
-        encode_frame,
-        grow_pipe,
-        read_frame,
-        read_header,
-        read_payload,
-        stats,
-        write_frame,
-    )
-except ImportError:  # not built (a pure install, a source tree without build_ext), or the twin is forced
-    from ._framing_py import (  # type: ignore[no-redef]
-        IMPLEMENTATION,
-        decode_frame,
-        encode_frame,
-        grow_pipe,
-        read_frame,
-        read_header,
-        read_payload,
-        stats,
-        write_frame,
-    )
+_core = select(__name__.rpartition(".")[0], "_framing", "_framing_py")
+IMPLEMENTATION: str = _core.IMPLEMENTATION
+stats = _core.stats
+encode_frame = _core.encode_frame
+decode_frame = _core.decode_frame
+write_frame = _core.write_frame
+read_frame = _core.read_frame
+read_header = _core.read_header
+read_payload = _core.read_payload
+grow_pipe = _core.grow_pipe

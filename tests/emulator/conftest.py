@@ -1,5 +1,6 @@
-"""Fixtures of the emulator tests: the forward-backward core on both twins, and a runner that starts
-the emulator as a child process (as a parent would) with the scripted fake module of this folder."""
+"""Fixtures of the emulator tests: the criteria on both kernels (``fsa_impl`` is in tests/conftest.py),
+and a runner that starts the emulator as a child process (as a parent would) with the scripted fake
+module of this folder."""
 
 from __future__ import annotations
 
@@ -10,15 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import twins
 
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(params=twins("emulator._fsa", "emulator._fsa_py"))
-def fsa_impl(request):
-    """The forward-backward core: compiled ``_fsa`` and the numpy twin ``_fsa_py``."""
-    return request.param
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from torch_testlib import ctc_automaton, merge  # noqa: E402
 
-from sprint_control.emulator import fsa  # noqa: E402
+from sprint_control import fsa  # noqa: E402
 from sprint_control.torch import fullsum as fullsum_module  # noqa: E402
 from sprint_control.torch import fullsum_loss, fullsum_viterbi  # noqa: E402
 

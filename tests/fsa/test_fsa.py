@@ -12,8 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from sprint_control import _env
-from sprint_control.emulator import fsa
+from sprint_control import _env, fsa
 from sprint_control.emulator.lexicon import Lexicon, make_alphabet
 
 # -- the public API is the same on both implementations ------------------------------------------
@@ -33,12 +32,12 @@ def test_compiled_kernel_is_active_unless_pure_python_is_forced():
 @pytest.mark.parametrize("forced", ["1", "0"])
 def test_the_env_var_selects_the_kernel_in_a_fresh_process(forced):
     env = dict(os.environ, **{_env.PURE_PYTHON: forced})
-    out = subprocess.run([sys.executable, "-c", "from sprint_control.emulator import fsa; print(fsa.IMPLEMENTATION)"],
+    out = subprocess.run([sys.executable, "-c", "from sprint_control import fsa; print(fsa.IMPLEMENTATION)"],
                          env=env, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
     if forced == "1":
         assert out == "python"
     else:  # "0" does not force the twin: the kernel wherever it is built
-        built = importlib.util.find_spec("sprint_control.emulator._fsa") is not None
+        built = importlib.util.find_spec("sprint_control.fsa._fsa") is not None
         assert out == ("cython" if built else "python")
 
 
@@ -236,7 +235,7 @@ def test_weights_are_costs(fsa_impl):
 
 
 def test_twins_agree_on_float32_and_extreme_inputs(fsa_impl):
-    from sprint_control.emulator import _fsa_py
+    from sprint_control.fsa import _fsa_py
 
     lex = Lexicon()
     rng = np.random.default_rng(5)

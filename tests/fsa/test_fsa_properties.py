@@ -7,8 +7,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprint_control.emulator import _fsa_py, criteria
+from sprint_control.emulator import criteria
 from sprint_control.emulator.lexicon import Lexicon
+from sprint_control.fsa import _fsa_py
 
 LEX = Lexicon(alphabet="abc", states_per_symbol=2, silence=True)
 

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sprint_control.emulator import _fsa_py
+from sprint_control.fsa import _fsa_py
 
 
 def random_automaton(rng, num_states, num_edges, num_labels):
@@ -81,10 +81,10 @@ def _case(seed, batch=4, num_labels=3, max_time=4):
 @pytest.fixture(autouse=True)
 def every_thread_count_is_worth_it(monkeypatch):
     """The compiled kernel runs small batches on one thread; here even tiny ones go parallel."""
-    from sprint_control.emulator import fsa
+    from sprint_control import fsa
 
     if fsa.IMPLEMENTATION == "cython":
-        from sprint_control.emulator import _fsa
+        from sprint_control.fsa import _fsa
 
         monkeypatch.setattr(_fsa, "WORK_PER_THREAD", 1)
         monkeypatch.setattr(_fsa, "VITERBI_WORK_PER_THREAD", 1)
