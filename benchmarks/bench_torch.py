@@ -27,7 +27,7 @@ def _torch():
     try:
         import torch
     except ImportError:  # asv skips a benchmark whose setup raises NotImplementedError
-        raise NotImplementedError("PyTorch is not installed") from None
+        raise NotImplementedError('needs the torch extra: pip install "sprint_control[torch]"') from None
     return torch
 
 

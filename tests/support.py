@@ -17,6 +17,21 @@ import pytest
 
 from sprint_control import _env
 
+#: the optional extra (pyproject.toml) that brings each optional top-level module
+EXTRA_OF = {"torch": "torch", "ray": "ray", "returnn": "returnn", "tensorflow": "tf", "matplotlib": "plot",
+            "i6_models": "i6", "triton": "torch", "asv": "test", "hypothesis": "test"}
+
+
+def extra_reason(module: str) -> str:
+    """The skip reason for a missing optional module: which extra to install."""
+    extra = EXTRA_OF[module.split(".")[0]]
+    return f'needs the {extra} extra: pip install "sprint_control[{extra}]"'
+
+
+def require_extra(module: str):
+    """``pytest.importorskip(module)`` with a reason that names the extra to install."""
+    return pytest.importorskip(module, reason=extra_reason(module))
+
 
 def twins(compiled: str, twin: str) -> list:
     """pytest params for a compiled module and its twin. The compiled one must be built unless

@@ -89,6 +89,49 @@ def test_an_unknown_package_name_is_an_attribute_error():
         sprint_control.no_such_name  # noqa: B018
 
 
+# -- README and CI run the same commands --------------------------------------------------------------
+
+
+def _readme_commands() -> list[str]:
+    import runpy
+
+    script = runpy.run_path(os.path.join(ROOT, ".ci", "readme_command.py"))
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        return script["quick_start_commands"](f.read())
+
+
+def test_the_quick_start_has_the_demo_and_the_test_command():
+    demo, test = _readme_commands()
+    assert "sprint-control demo" in demo
+    assert "pytest" in test and ".[test]" in test
+
+
+def test_ci_runs_the_readme_s_test_command_as_written():
+    """CI takes the command from README.md (it does not restate it), and runs it before anything else
+    is installed into that venv."""
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        ci = f.read()
+    taken = ci.find("readme_command.py test")
+    assert taken >= 0, ".ci/run does not take the test command from README.md"
+    assert _readme_commands()[1] not in ci, ".ci/run restates the README's command instead of reading it"
+    first_install = re.search(r"pip install (?!-q --upgrade pip)", ci)
+    assert first_install is None or first_install.start() > taken, "something is installed before the README's command"
+
+
+# -- the test folders ------------------------------------------------------------------------------
+
+#: top-level modules the optional extras bring: tests/ is on sys.path, so a test folder of one of these
+#: names would import as that module where the extra is absent, and its tests would error, not skip
+OPTIONAL_MODULES = ("torch", "ray", "returnn", "tensorflow", "matplotlib", "i6_models", "triton", "asv")
+
+
+def test_no_test_folder_shadows_an_optional_module():
+    tests = os.path.join(ROOT, "tests")
+    folders = {e for e in os.listdir(tests) if os.path.isdir(os.path.join(tests, e))}
+    assert folders, "tests/ has no folders: the listing is wrong"
+    assert sorted(folders & set(OPTIONAL_MODULES)) == []
+
+
 # -- sizes ---------------------------------------------------------------------------------------------
 
 

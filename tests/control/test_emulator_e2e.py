@@ -213,7 +213,7 @@ def test_discarded_segments_are_skipped(emulators, tmp_path, proto, flow):
 @pytest.mark.parametrize("flow", ["A", "B", "loop"])
 def test_shared_memory_transport(emulators, flow):
     """Protocol v2 with its shared-memory option: posteriors and error signal go through a memfd region."""
-    shm = pytest.importorskip("sprint_control.wire.shm")
+    from sprint_control.wire import shm
     if not shm.available():
         pytest.skip("memfd_create is not available on this system")
     options = {

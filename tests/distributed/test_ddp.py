@@ -11,9 +11,10 @@ import subprocess
 import sys
 
 import pytest
+from support import require_extra
 
-pytest.importorskip("torch")
-dist = pytest.importorskip("torch.distributed")
+require_extra("torch")
+dist = require_extra("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 

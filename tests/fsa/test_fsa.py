@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from support import require_extra
 
 from sprint_control import _env, fsa
 from sprint_control.emulator.lexicon import Lexicon, make_alphabet
@@ -267,7 +268,7 @@ def test_bad_automata(fsa_impl, kwargs, match):
 
 
 def test_against_torch_ctc_loss(fsa_impl):
-    torch = pytest.importorskip("torch", reason="optional cross-check against torch.nn.functional.ctc_loss")
+    torch = require_extra("torch")
     lex = Lexicon()
     rng = np.random.default_rng(11)
     for orth, T in [("abc", 10), ("aab", 12), ("jihgf", 30)]:

@@ -9,12 +9,12 @@ import os
 
 import numpy as np
 import pytest
+from support import require_extra
 
 from sprint_control import SprintChildError, SprintPool, SprintRemoteError
-from sprint_control.parent import SprintSubprocessInstance, emulator_command
-
-criteria = pytest.importorskip("sprint_control.emulator.criteria", reason="the emulator is not in this tree")
+from sprint_control.emulator import criteria
 from sprint_control.emulator.corpus import synthetic_corpus  # noqa: E402
+from sprint_control.parent import SprintSubprocessInstance, emulator_command
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -131,7 +131,7 @@ def test_unknown_segment_is_a_remote_error_and_the_child_lives_on():
 
 
 def _returnn_path():
-    returnn = pytest.importorskip("returnn", reason="the returnn package is not installed")
+    returnn = require_extra("returnn")
     return os.path.dirname(os.path.dirname(os.path.abspath(returnn.__file__)))
 
 

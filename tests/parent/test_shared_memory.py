@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from sprint_control import SprintPool
-
-criteria = pytest.importorskip("sprint_control.emulator.criteria", reason="the emulator is not in this tree")
+from sprint_control.emulator import criteria
 from sprint_control.emulator.corpus import synthetic_corpus  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_leaks")

@@ -10,8 +10,9 @@ import signal
 
 import numpy as np
 import pytest
+from support import require_extra
 
-pytest.importorskip("ray")
+require_extra("ray")
 
 from raylib import EMULATOR_ARGS, batch, faulty_options, running, wait_gone  # noqa: E402
 

@@ -4,8 +4,9 @@ a pool whose Ray was shut down under it closes without error. This module starts
 from __future__ import annotations
 
 import pytest
+from support import require_extra
 
-ray = pytest.importorskip("ray")
+ray = require_extra("ray")
 
 from raylib import EMULATOR_ARGS, batch, require_loopback_only, wait_gone  # noqa: E402
 

@@ -6,8 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from support import require_extra
 
-torch = pytest.importorskip("torch")
+torch = require_extra("torch")
 
 from torch_testlib import FakePool, ctc_automaton, labels_from_name, merge  # noqa: E402
 
@@ -175,7 +176,7 @@ def test_bad_index_dtype_is_refused():
 
 def test_merge_helper_agrees_with_the_parent_layout():
     # The test helper and the package's own merge (parent side) must describe one layout.
-    parent = pytest.importorskip("sprint_control.parent")
+    from sprint_control import parent
     parts = [_weighted_automaton(t) for t in TAGS]
     ours = merge(parts)
     theirs = parent.merge_automata([(n, e.shape[1], e.reshape(-1), w) for n, e, w in parts])

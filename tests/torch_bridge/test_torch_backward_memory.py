@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import require_extra
 
-torch = pytest.importorskip("torch")
+torch = require_extra("torch")
 
 from torch_testlib import FakePool, ctc_automaton, ctc_reference_criterion, labels_from_name, merge  # noqa: E402
 

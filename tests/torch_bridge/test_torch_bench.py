@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from support import require_extra
 
-torch = pytest.importorskip("torch")
+torch = require_extra("torch")
 
 from torch_testlib import ctc_automaton as reference_ctc  # noqa: E402
 

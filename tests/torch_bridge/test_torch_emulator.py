@@ -7,8 +7,9 @@ import threading
 
 import numpy as np
 import pytest
+from support import require_extra
 
-torch = pytest.importorskip("torch")
+torch = require_extra("torch")
 
 from torch_testlib import FakePool  # noqa: E402
 

@@ -9,8 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from support import require_extra
 
-torch = pytest.importorskip("torch")
+torch = require_extra("torch")
 
 from torch_testlib import ctc_automaton, fullsum_reference, merge  # noqa: E402
 

@@ -8,8 +8,9 @@ import itertools
 
 import numpy as np
 import pytest
+from support import require_extra
 
-torch = pytest.importorskip("torch")
+torch = require_extra("torch")
 
 from torch_testlib import ctc_automaton, merge  # noqa: E402
 

@@ -8,8 +8,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from support import require_extra
 
-torch = pytest.importorskip("torch")
+torch = require_extra("torch")
 
 from torch_testlib import FakePool, ctc_reference_criterion, labels_from_name  # noqa: E402
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 from returnn_helpers import run_script, tensorflow_available
+from support import require_extra
 
-pytest.importorskip("returnn.sprint.error_signals", reason="the returnn package is not installed")
+require_extra("returnn.sprint.error_signals")
 
 SCRIPT = """
 import json

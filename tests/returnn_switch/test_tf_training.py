@@ -12,10 +12,11 @@ import sys
 import numpy
 import pytest
 from returnn_helpers import REPO, tensorflow_available
+from support import extra_reason, require_extra
 
-pytest.importorskip("returnn", reason="the returnn package is not installed")
+require_extra("returnn")
 if not tensorflow_available():
-    pytest.skip("TensorFlow is not installed", allow_module_level=True)
+    pytest.skip(extra_reason("tensorflow"), allow_module_level=True)
 
 NUM_SEQS, SEQ_LEN, LABELS = 8, 20, 11  # the emulator's CTC: 10 symbols + blank
 

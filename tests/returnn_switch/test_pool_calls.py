@@ -15,8 +15,9 @@ from returnn_helpers import (
     check_batch_result,
     sprint_opts,
 )
+from support import require_extra
 
-error_signals = pytest.importorskip("returnn.sprint.error_signals", reason="the returnn package is not installed")
+error_signals = require_extra("returnn.sprint.error_signals")
 
 from sprint_control import SprintPool  # noqa: E402
 
