@@ -23,14 +23,11 @@ EXTRA_OF = {"torch": "torch", "ray": "ray", "returnn": "returnn", "tensorflow": 
 
 
 def extra_reason(module: str) -> str:
-    """The skip reason for a missing optional module: which extra to install."""
+    """The skip reason for a missing optional module: which extra to install. Call
+    ``pytest.importorskip(module, reason=extra_reason(module))`` in the test file itself, so the skip
+    line names that file (CI reruns the files that skipped)."""
     extra = EXTRA_OF[module.split(".")[0]]
     return f'needs the {extra} extra: pip install "sprint_control[{extra}]"'
-
-
-def require_extra(module: str):
-    """``pytest.importorskip(module)`` with a reason that names the extra to install."""
-    return pytest.importorskip(module, reason=extra_reason(module))
 
 
 def twins(compiled: str, twin: str) -> list:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from control_fakes import random_log_posteriors
-from support import require_extra
+from support import extra_reason
 
 from sprint_control.emulator import corpus as emu_corpus
 from sprint_control.emulator import criteria
 
-error_signals = require_extra("returnn.sprint.error_signals")
+error_signals = pytest.importorskip("returnn.sprint.error_signals", reason=extra_reason("returnn.sprint.error_signals"))
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = {"synthetic": 4, "seed": 9, "min-frames": 8, "max-frames": 30}

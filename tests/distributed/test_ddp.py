@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from support import require_extra
+from support import extra_reason
 
-require_extra("torch")
-dist = require_extra("torch.distributed")
+pytest.importorskip("torch", reason=extra_reason("torch"))
+dist = pytest.importorskip("torch.distributed", reason=extra_reason("torch.distributed"))
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 

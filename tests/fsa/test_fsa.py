@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
 from sprint_control import _env, fsa
 from sprint_control.emulator.lexicon import Lexicon, make_alphabet
@@ -268,7 +268,7 @@ def test_bad_automata(fsa_impl, kwargs, match):
 
 
 def test_against_torch_ctc_loss(fsa_impl):
-    torch = require_extra("torch")
+    torch = pytest.importorskip("torch", reason=extra_reason("torch"))
     lex = Lexicon()
     rng = np.random.default_rng(11)
     for orth, T in [("abc", 10), ("aab", 12), ("jihgf", 30)]:

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
 from sprint_control import SprintChildError, SprintPool, SprintRemoteError
 from sprint_control.emulator import criteria
@@ -131,7 +131,7 @@ def test_unknown_segment_is_a_remote_error_and_the_child_lives_on():
 
 
 def _returnn_path():
-    returnn = require_extra("returnn")
+    returnn = pytest.importorskip("returnn", reason=extra_reason("returnn"))
     return os.path.dirname(os.path.dirname(os.path.abspath(returnn.__file__)))
 
 

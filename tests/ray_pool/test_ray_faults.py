@@ -10,9 +10,9 @@ import signal
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
-require_extra("ray")
+pytest.importorskip("ray", reason=extra_reason("ray"))
 
 from raylib import EMULATOR_ARGS, batch, faulty_options, running, wait_gone  # noqa: E402
 

@@ -4,9 +4,9 @@ a pool whose Ray was shut down under it closes without error. This module starts
 from __future__ import annotations
 
 import pytest
-from support import require_extra
+from support import extra_reason
 
-ray = require_extra("ray")
+ray = pytest.importorskip("ray", reason=extra_reason("ray"))
 
 from raylib import EMULATOR_ARGS, batch, require_loopback_only, wait_gone  # noqa: E402
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
-require_extra("ray")
+pytest.importorskip("ray", reason=extra_reason("ray"))
 
 from raylib import EMULATOR_ARGS, NODE_LABEL, TAGS, batch, wait_gone  # noqa: E402
 
@@ -70,7 +70,7 @@ def test_a_wider_batch_than_actors_and_a_float64_input(ray_pool, reference):
 
 
 def test_sprint_loss_through_the_ray_pool(ray_pool, reference):
-    torch = require_extra("torch")
+    torch = pytest.importorskip("torch", reason=extra_reason("torch"))
     from sprint_control.torch import sprint_loss
 
     (x, lengths, tags), res, _, _ = reference

@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from support import require_extra
+from support import extra_reason
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -16,7 +16,7 @@ if HERE not in sys.path:
 @pytest.fixture
 def installed():
     """``sprint_control.returnn.install()`` for one test; ``uninstall()`` (which closes its pools) after."""
-    require_extra("returnn.sprint.error_signals")
+    pytest.importorskip("returnn.sprint.error_signals", reason=extra_reason("returnn.sprint.error_signals"))
     from sprint_control import returnn as bridge
 
     bridge.install()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 from returnn_helpers import run_script, tensorflow_available
-from support import require_extra
+from support import extra_reason
 
-require_extra("returnn.sprint.error_signals")
+pytest.importorskip("returnn.sprint.error_signals", reason=extra_reason("returnn.sprint.error_signals"))
 
 SCRIPT = """
 import json

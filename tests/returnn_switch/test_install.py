@@ -7,9 +7,9 @@ import os
 import sys
 
 import pytest
-from support import require_extra
+from support import extra_reason
 
-error_signals = require_extra("returnn.sprint.error_signals")
+error_signals = pytest.importorskip("returnn.sprint.error_signals", reason=extra_reason("returnn.sprint.error_signals"))
 
 from sprint_control import returnn as bridge  # noqa: E402
 from sprint_control.parent import DEFAULT_MODULE_NAME, SprintInstancePool, default_module_path  # noqa: E402

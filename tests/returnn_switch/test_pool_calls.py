@@ -15,9 +15,9 @@ from returnn_helpers import (
     check_batch_result,
     sprint_opts,
 )
-from support import require_extra
+from support import extra_reason
 
-error_signals = require_extra("returnn.sprint.error_signals")
+error_signals = pytest.importorskip("returnn.sprint.error_signals", reason=extra_reason("returnn.sprint.error_signals"))
 
 from sprint_control import SprintPool  # noqa: E402
 

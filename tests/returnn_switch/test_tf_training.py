@@ -12,9 +12,9 @@ import sys
 import numpy
 import pytest
 from returnn_helpers import REPO, tensorflow_available
-from support import extra_reason, require_extra
+from support import extra_reason
 
-require_extra("returnn")
+pytest.importorskip("returnn", reason=extra_reason("returnn"))
 if not tensorflow_available():
     pytest.skip(extra_reason("tensorflow"), allow_module_level=True)
 

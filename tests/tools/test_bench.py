@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 import pytest
-from support import close_fds, require_extra
+from support import close_fds, extra_reason
 
 from sprint_control.tools import bench, bench_child
 from sprint_control.wire import framing
@@ -236,7 +236,7 @@ def test_benchmark_runs_once_on_tiny_sizes(cls, method):
 
 def test_asv_accepts_the_suite():
     """asv itself discovers the suite and finds nothing wrong with its signatures."""
-    require_extra("asv")
+    pytest.importorskip("asv", reason=extra_reason("asv"))
     proc = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
 from sprint_control.tools import bench, demo, plot
 from sprint_control.tools.demo import DemoReport, EpochStats
@@ -21,7 +21,7 @@ def _check_png(path, min_size=(400, 300)):
     assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= min_size[0] and height >= min_size[1]
-    image = require_extra("matplotlib.image").imread(str(path))
+    image = pytest.importorskip("matplotlib.image", reason=extra_reason("matplotlib.image")).imread(str(path))
     colours = np.unique(image[..., :3].reshape(-1, 3).round(2), axis=0)
     assert len(colours) > 20  # lines, markers, text and antialiasing, not a blank canvas
     return image
@@ -39,7 +39,7 @@ def _row(time_, labels, gbps, memcpy_seconds=None):
 
 
 def test_plot_bench_draws_every_transport_and_the_memcpy_limit(tmp_path):
-    require_extra("matplotlib")
+    pytest.importorskip("matplotlib", reason=extra_reason("matplotlib"))
     rows = [_row(100, 4501, {"v2": 2.0, "v1": 0.3, "bare": 2.5, "shm-region": 4.0}, 1e-4),
             _row(1, 1, {"v2": 1e-4, "v1": 1e-5, "bare": 2e-4, "shm-region": 1e-4}, 1e-7),
             _row(1000, 9001, {"v2": 3.0, "v1": 0.4, "bare": 3.5, "shm-region": 8.0}, 1e-2)]
@@ -57,7 +57,7 @@ def test_plot_bench_draws_every_transport_and_the_memcpy_limit(tmp_path):
 
 
 def test_plot_bench_rejects_empty_rows(tmp_path):
-    require_extra("matplotlib")
+    pytest.importorskip("matplotlib", reason=extra_reason("matplotlib"))
     with pytest.raises(ValueError, match="no rows"):
         plot.plot_bench([], str(tmp_path / "x.png"))
 
@@ -70,7 +70,7 @@ def _report():
 
 
 def test_plot_demo_draws_loss_and_speed(tmp_path):
-    require_extra("matplotlib")
+    pytest.importorskip("matplotlib", reason=extra_reason("matplotlib"))
     out = tmp_path / "demo.png"
     plot.plot_demo(_report(), str(out))
     _check_png(out)
@@ -81,7 +81,7 @@ def test_plot_demo_draws_loss_and_speed(tmp_path):
 
 
 def test_bench_and_demo_commands_write_their_plots(tmp_path, capsys):
-    require_extra("matplotlib")
+    pytest.importorskip("matplotlib", reason=extra_reason("matplotlib"))
     png = tmp_path / "bench.png"
     assert bench.main(["--child", "pipe", "--sizes", "2,3", "40,50", "--transports", "v2", "bare", "shm-region",
                        "--repeats", "1", "--no-rss", "--plot", str(png)]) == 0

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
-torch = require_extra("torch")
+torch = pytest.importorskip("torch", reason=extra_reason("torch"))
 
 from torch_testlib import FakePool, ctc_automaton, labels_from_name, merge  # noqa: E402
 

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
-torch = require_extra("torch")
+torch = pytest.importorskip("torch", reason=extra_reason("torch"))
 
 from torch_testlib import ctc_automaton, fullsum_reference, merge  # noqa: E402
 

@@ -8,9 +8,9 @@ import itertools
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
-torch = require_extra("torch")
+torch = pytest.importorskip("torch", reason=extra_reason("torch"))
 
 from torch_testlib import ctc_automaton, merge  # noqa: E402
 

@@ -8,9 +8,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from support import require_extra
+from support import extra_reason
 
-torch = require_extra("torch")
+torch = pytest.importorskip("torch", reason=extra_reason("torch"))
 
 from torch_testlib import FakePool, ctc_reference_criterion, labels_from_name  # noqa: E402
 

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from support import close_fds, require_extra
+from support import close_fds, extra_reason
 
 from sprint_control.errors import ProtocolError, SprintRemoteError, TruncatedFrameError
 from sprint_control.wire import constants as _wire
@@ -103,7 +103,7 @@ def test_returnn_style_writer_round_trips_through_our_reader():
 
 
 def test_returnn_reads_what_our_v1_writer_writes():
-    basic = require_extra("returnn.util.basic")
+    basic = pytest.importorskip("returnn.util.basic", reason=extra_reason("returnn.util.basic"))
     arr = np.random.default_rng(1).random((3, 5), dtype=np.float32)
     msg = ("ok", 1.5, arr, {"protocols": [1, 2]})
     got = basic.read_pickled_object(io.BytesIO(protocol.encode_v1(msg)))
