@@ -85,6 +85,11 @@ class AllophoneStateFsaBuilder:
     def get_orthography_by_segment_name(self, segment_name: str) -> str:
         return self._callback("get_orthography_by_segment_name", segment_name)
 
+    @property
+    def segment_names(self) -> list[str]:
+        """The corpus's segment names in corpus order (the emulator's addition: librasr has no such list)."""
+        return list(self._callback.corpus.names)
+
     def __getstate__(self) -> Any:  # the options travel; the copy builds its own lexicon and corpus
         return {"config": self._config}
 
