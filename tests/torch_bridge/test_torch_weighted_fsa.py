@@ -168,3 +168,37 @@ def test_i6_models_builder_and_our_pool_give_the_same_batch_and_losses():
     log_probs = torch.randn(int(lens.max()), len(tags), labels, generator=g).log_softmax(-1)
     assert torch.equal(fullsum_loss(log_probs, lens, ours), fullsum_loss(log_probs, lens, i6_fsa))
     assert torch.isfinite(fullsum_loss(log_probs, lens, ours)).all()
+
+
+class LibrasrStandIn:
+    """Exactly librasr's builder surface: build_by_segment_name returns (num_states, num_edges, flat uint32
+    edges, float32 weights); nothing of a pool."""
+
+    def __init__(self):
+        self.calls = []
+
+    def build_by_segment_name(self, segment_name, /):
+        self.calls.append(segment_name)
+        n, e, w = _weighted_automaton(segment_name)
+        return n, e.shape[1], np.ascontiguousarray(e, dtype=np.uint32).reshape(-1), w
+
+    def build_by_orthography(self, orthography, /):
+        raise NotImplementedError
+
+    def get_orthography_by_segment_name(self, segment_name, /):
+        return segment_name
+
+
+def test_automata_for_batch_over_a_librasr_builder_is_the_pool_s_batch_and_caches():
+    builder, cache = LibrasrStandIn(), AutomataCache()
+    tags = TAGS + TAGS[:2]
+    ref = automata_for_batch(tags, _pool())
+    got = automata_for_batch(tags, builder, cache=cache)
+    assert builder.calls == TAGS  # each segment built once, in order
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b) and a.dtype == b.dtype
+    again = automata_for_batch(tags[::-1], builder, cache=cache, weighted_fsa=True)
+    assert builder.calls == TAGS and (cache.misses, cache.hits) == (len(tags), len(tags))
+    assert torch.equal(again.edges.long(), automata_for_batch(tags[::-1], _pool()).edges)
+    with pytest.raises(TypeError, match="build_by_segment_name"):
+        automata_for_batch(TAGS, object())
