@@ -154,7 +154,8 @@ def fullsum_loss_for_batch(
     cache: Optional[AutomataCache] = None,
     weight_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Full-sum loss of ``log_softmax(logits)`` over RASR's automata for ``tags`` (fetched through ``pool``)."""
+    """Full-sum loss of ``log_softmax(logits)`` over RASR's automata for ``tags`` (fetched through ``pool``: a pool
+    of Sprint children, or a builder with librasr's ``build_by_segment_name``, see ``automata_for_batch``)."""
     automaton = automata_for_batch(tags, pool, cache=cache, device=logits.device)
     return fullsum_loss(
         torch.log_softmax(logits, dim=-1),

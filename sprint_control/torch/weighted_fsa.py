@@ -34,7 +34,7 @@ class WeightedFsa(NamedTuple):
     weights: torch.Tensor
     start_end_states: torch.Tensor
 
-    def __mul__(self, scale: float) -> WeightedFsa:
+    def __mul__(self, scale: float) -> WeightedFsa:  # type: ignore[override]  # as i6_models: scales weights
         """The same automaton with its weights times ``scale`` (a tdp scale)."""
         return self._replace(weights=self.weights * scale)
 
