@@ -202,3 +202,23 @@ def test_automata_for_batch_over_a_librasr_builder_is_the_pool_s_batch_and_cache
     assert torch.equal(again.edges.long(), automata_for_batch(tags[::-1], _pool()).edges)
     with pytest.raises(TypeError, match="build_by_segment_name"):
         automata_for_batch(TAGS, object())
+
+
+def test_i6_models_builder_runs_unchanged_on_the_emulator_module_as_librasr(tmp_path, monkeypatch):
+    """i6_models' RasrFsaBuilder(config_path) imports librasr itself: with the emulator's builder module in its
+    place, a RASR config file gives the same batch as our automata_for_batch over that module's builder."""
+    rasr_fsa = pytest.importorskip("i6_models.parts.rasr_fsa", reason='needs the i6 extra: pip install '
+                                   '"sprint_control[i6]"')
+    import sys
+
+    from sprint_control.emulator import builder as emulator_librasr
+
+    config = tmp_path / "fsa-exporter.config"
+    config.write_text("[*]\ncorpus.synthetic = 3\ncorpus.seed = 9\ntraining-criterion = fsa\n")
+    monkeypatch.setitem(sys.modules, "librasr", emulator_librasr)
+    i6_builder = rasr_fsa.RasrFsaBuilder(str(config), tdp_scale=1.0)
+    ours = emulator_librasr.AllophoneStateFsaBuilder(["--*.corpus.synthetic=3", "--*.corpus.seed=9",
+                                                     "--*.training-criterion=fsa"])
+    tags = ours.segment_names
+    for a, b in zip(i6_builder.build_batch(tags), automata_for_batch(tags, ours, weighted_fsa=True)):
+        assert a.dtype == b.dtype and torch.equal(a, b)
