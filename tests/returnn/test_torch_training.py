@@ -27,6 +27,7 @@ from sprint_control.torch import automata_for_batch, fullsum_loss, sprint_loss  
 
 NUM_SEQS, FEATURES, LABELS = 6, 4, 11  # the emulator's CTC: 10 symbols + blank
 LENGTHS = [14, 9, 12, 16, 10, 13]
+HMM_ARGS = "--*.training-criterion=fsa --*.lexicon.states-per-symbol=1 --*.log-level=warning"
 
 CONFIG = """#!rnn.py
 import atexit
@@ -43,6 +44,9 @@ train = {{"class": "StaticDataset", "input_dim": {features},
 extern_data = {{"data": {{"dim": {features}}}}}
 sprint_opts = {{"sprintExecPath": {exec_path!r}, "numInstances": 2, "minPythonControlVersion": 4,
                "sprintConfigStr": "--*.corpus.file={corpus} --*.training-criterion=ctc --*.log-level=warning"}}
+# the full-sum over other automata (HMM, one state per symbol: 10 + silence = 11 labels too), from its own pool
+fullsum_opts = {{"sprintExecPath": {exec_path!r}, "numInstances": 1,
+                "sprintConfigStr": "--*.corpus.file={corpus} {hmm_args}"}}
 num_epochs = 2
 batch_size = 40
 max_seqs = 3
@@ -74,15 +78,15 @@ def train_step(*, model, extern_data, **_kwargs):
                     raw_tensor=model(data.raw_tensor))
     tags = extern_data["seq_tag"]
     sprint = returnn_torch.sprint_loss(logits, sprint_opts=sprint_opts, seq_tags=tags)
-    fullsum = returnn_torch.fullsum_loss(logits, sprint_opts=sprint_opts, seq_tags=tags)
+    fullsum = returnn_torch.fullsum_loss(logits, sprint_opts=fullsum_opts, seq_tags=tags)
     rf.get_run_ctx().mark_as_loss(sprint, "sprint")
     rf.get_run_ctx().mark_as_loss(fullsum, "fullsum", scale=0.5)
-    pool = returnn_torch.get_global_pool(sprint_opts)
+    pools = [returnn_torch.get_global_pool(opts) for opts in (sprint_opts, fullsum_opts)]
     _records.append({{"epoch": int(rf.get_run_ctx().epoch),
                      "logits": logits.raw_tensor.detach().numpy().copy(),
                      "lengths": time_dim.dyn_size_ext.raw_tensor.numpy().copy(),
                      "tags": [str(t) for t in tags.raw_tensor.tolist()],
-                     "pids": [i.child_pid for i in pool.instances]}})
+                     "pids": [i.child_pid for p in pools for i in p.instances]}})
 
 
 @atexit.register
@@ -113,7 +117,7 @@ def test_returnn_torch_engine_trains_with_sprint_and_fullsum_losses(tmp_path):
     lr_file, records = tmp_path / "lr.txt", tmp_path / "records.pkl"
     config = tmp_path / "returnn.config"
     config.write_text(CONFIG.format(features=FEATURES, labels=LABELS, lengths=LENGTHS, corpus=corpus,
-                                    exec_path=emulator_command(), model=str(tmp_path / "model"),
+                                    exec_path=emulator_command(), hmm_args=HMM_ARGS, model=str(tmp_path / "model"),
                                     lr_file=str(lr_file), records=str(records)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
            "OMP_NUM_THREADS": "1"}
@@ -122,13 +126,13 @@ def test_returnn_torch_engine_trains_with_sprint_and_fullsum_losses(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     steps = pickle.loads(records.read_bytes())
     pids = {p for s in steps for p in s["pids"]}
-    assert len(pids) == 2 and not any(_alive(p) for p in pids), pids  # two children, both gone
+    assert len(pids) == 3 and not any(_alive(p) for p in pids), pids  # one pool per sprint_opts: 2 + 1, all gone
     scores = _epoch_scores(lr_file)
 
     # the same losses, directly: RASR's criterion from a fresh pool of emulator children, the full-sum over
     # automata from the in-process builder (no child)
     args = [f"--*.corpus.file={corpus}", "--*.training-criterion=ctc", "--*.log-level=warning"]
-    builder = AllophoneStateFsaBuilder(args)
+    builder = AllophoneStateFsaBuilder(f"--*.corpus.file={corpus} {HMM_ARGS}")
     with SprintPool(1, emulator_command(), args, timeout=60) as pool:
         for epoch in (1, 2):
             epoch_steps = [s for s in steps if s["epoch"] == epoch]
@@ -142,6 +146,7 @@ def test_returnn_torch_engine_trains_with_sprint_and_fullsum_losses(tmp_path):
                 automaton = automata_for_batch(s["tags"], builder)
                 sums["fullsum"] += float(fullsum_loss(logits.log_softmax(-1), lens, automaton).sum())
             reported = scores[epoch]["error"]
+            assert abs(sums["sprint"] - sums["fullsum"]) > 1e-3 * sums["sprint"]  # two different criteria
             for name, total in sums.items():
                 # RETURNN's epoch score of a [batch] loss: its sum over the epoch / the number of sequences
                 assert math.isfinite(total)
