@@ -27,8 +27,8 @@ try:
     import torch
     from returnn.tensor import Dim, Tensor
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError('sprint_control.returnn_torch needs RETURNN and PyTorch: pip install '
-                      f'"sprint_control[returnn,torch]" ({exc})') from exc
+    raise ImportError('sprint_control.returnn_torch needs RETURNN, PyTorch and dm-tree: pip install '
+                      f'"sprint_control[returnn-torch]" ({exc})') from exc
 
 from .returnn import ReturnnInstancePool
 from .torch import AutomataCache, automata_for_batch
