@@ -78,3 +78,34 @@ def test_bad_calls_say_what_was_expected():
         returnn_torch.sprint_loss(x, sprint_opts="--*.corpus.synthetic=3", seq_tags=tags)
     with pytest.raises(ValueError, match="expected dims"):
         returnn_torch.fullsum_loss(x, seq_tags=tags, automata=builder, time_dim=Dim(5, name="other"))
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_sprint_loss_on_frontend_tensors_one_pool_per_sprint_opts():
+    import numpy as np
+
+    from sprint_control.emulator import criteria
+    from sprint_control.parent import emulator_command
+
+    opts = {"sprintExecPath": emulator_command(), "numInstances": 1,
+            "sprintConfigStr": " ".join(ARGS + ["--*.log-level=warning"])}
+    x, tbf, lens = _logits("fbt")
+    tags = [s.name for s in CORPUS.segments]
+    try:
+        loss = returnn_torch.sprint_loss(x, sprint_opts=opts, seq_tags=np.array(tags))
+        pool = returnn_torch.get_global_pool(dict(opts))
+        assert pool is returnn_torch.get_global_pool(opts)  # the same options, the same pool
+        assert loss.dims == (batch_dim,)
+        loss.raw_tensor.sum().backward()
+        log_post = tbf.detach().log_softmax(-1).numpy()
+        for b, s in enumerate(CORPUS.segments):  # RASR's CTC and its error signal, computed here
+            n = int(lens[b])
+            exp_loss, exp_err = criteria.compute_criterion("ctc", log_post[:n, b], orthography=s.orthography)
+            assert float(loss.raw_tensor[b].detach()) == pytest.approx(exp_loss, rel=1e-5)
+            np.testing.assert_allclose(tbf.grad[:n, b].numpy(), exp_err, atol=1e-5)
+            assert not tbf.grad[n:, b].any()
+    finally:
+        returnn_torch.close_pools()
+    assert pool.closed
+    assert returnn_torch.get_global_pool(opts) is not pool  # a fresh one after close (not started until used)
+    returnn_torch.close_pools()
