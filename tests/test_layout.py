@@ -210,7 +210,9 @@ ALLOWED_IMPORTS = {
     "sprint": {"base", "wire", "sprint"},
     "parent": {"base", "wire", "parent"},
     "torch": {"base", "wire", "parent", "fsa", "emulator", "torch"},
-    "returnn": {"base", "wire", "parent", "returnn"},  # the switch for RETURNN users: a pool under RETURNN's name
+    # the switch for RETURNN users: a pool under RETURNN's name; for RETURNN's PyTorch engine (returnn_torch) also
+    # the torch bridge, whose autograd functions its losses are
+    "returnn": {"base", "wire", "parent", "torch", "returnn"},
     "ray": {"base", "wire", "parent", "ray"},  # the optional extra: the parent side on a Ray cluster
     "tools": {"base", "wire", "parent", "fsa", "emulator", "torch", "ray", "tools"},
     "cli": {"base", "tools", "cli"},
@@ -229,6 +231,8 @@ def layer_of(module: str) -> str:
         return "sprint"
     if head in ("cli", "__main__"):
         return "cli"
+    if head == "returnn_torch":
+        return "returnn"
     if head in ("wire", "fsa", "emulator", "parent", "torch", "returnn", "ray", "tools"):
         return head
     raise AssertionError(f"{module}: no layer known for it; add it to test_layout.layer_of")

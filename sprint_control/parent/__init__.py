@@ -16,7 +16,8 @@ Modules by concern: ``options`` (the defaults, held once), ``process`` (spawning
 atexit registry), ``output`` (the children's output), ``session`` (one child's life cycle and the
 guard of its exchanges), ``failures`` (failures into the error hierarchy), ``instance``, ``workers``
 (the pool's threads), ``pool``, and ``batch`` (results, tags, scheduling, automata; shared with the
-torch bridge).
+torch bridge), and ``builder_source`` (``BuilderAutomata``: the pool's automaton calls over an in-process
+builder with librasr's API, no child).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .batch import Automata, BatchResult, SegmentResult, merge_automata, schedul
 from .batch import check_finite as _check_finite  # noqa: F401
 from .batch import check_real_dtype as _check_real_dtype  # noqa: F401
 from .batch import tag_names as _tag_names  # noqa: F401
+from .builder_source import BuilderAutomata
 from .failures import REMOTE_ERROR_GRACE, MalformedAnswerError  # noqa: F401
 from .instance import SprintSubprocessInstance
 from .options import DEFAULT_MODULE_NAME, DEFAULTS, ParentOptions, default_module_path, emulator_command  # noqa: F401
@@ -44,6 +46,7 @@ __all__ = [
     "BatchResult",
     "SegmentResult",
     "Automata",
+    "BuilderAutomata",
     "emulator_command",
     "default_module_path",
     "DEFAULT_MODULE_NAME",

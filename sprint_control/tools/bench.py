@@ -528,8 +528,13 @@ def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2", child:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``sprint-control bench``: the child modes of this module, the PyTorch bridge's table (``--torch``,
-    ``bench_torch``) and the Ray pool's overhead (``--ray``, ``bench_ray``), else the link's table (``bench_cli``)."""
+    ``bench_torch``; ``--torch --automata``: automata in-process against through a child, ``bench_automata``) and
+    the Ray pool's overhead (``--ray``, ``bench_ray``), else the link's table (``bench_cli``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["--torch", "--automata"]:
+        from .bench_automata import main as automata_main
+
+        return automata_main(argv[2:])
     if argv[:1] == ["--torch"]:
         from .bench_torch import main as torch_main
 

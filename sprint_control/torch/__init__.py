@@ -8,11 +8,14 @@ so ``import sprint_control`` works without PyTorch.
   activations) back to ``logits`` (``criterion.py``).
 - :func:`automata_for_batch` fetches RASR's merged automaton of a batch as tensors, with an optional per-segment
   LRU cache (:class:`AutomataCache`), because a training run asks for the same segments every epoch
-  (``automata.py``).
+  (``automata.py``). The automata come from a pool or, without a child, from a builder with librasr's API
+  (``build_by_segment_name``); ``weighted_fsa=True`` hands them out as i6_models' ``WeightedFsa``
+  (``weighted_fsa.py``: :class:`WeightedFsa` where i6_models is absent, :func:`as_weighted_fsa`).
 - :func:`fullsum_loss` is a batched log-space forward-backward (Baum-Welch) over such an automaton: the compiled
   kernel of ``sprint_control.fsa`` for CPU tensors, a few fused torch ops per frame on other devices
   (``fullsum.py``, ``_ops.py``); :func:`fullsum_loss_for_batch` ties both together. :func:`fullsum_viterbi` is
-  the best path over the same automata (``viterbi.py``).
+  the best path over the same automata (``viterbi.py``). Both take the automaton as three arrays or as one
+  object (a ``WeightedFsa``, an :class:`Automaton`, a tuple).
 
 ``pool`` is any object with the two batch methods of :class:`sprint_control.parent.SprintPool` /
 ``SprintInstancePool``: ``get_batch_loss_and_error_signal(log_posteriors, seq_lengths, tags)`` and
@@ -30,10 +33,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "sprint_control.torch needs PyTorch (torch>=2.0); install it with: pip install sprint_control[torch]"
     ) from exc
 
-from .automata import AutomataCache, Automaton, automata_for_batch
+from .automata import AutomataCache, Automaton, automata_for_batch, automata_source
 from .criterion import SprintLossFunction, sprint_loss
 from .fullsum import FullSumLossFunction, fullsum_loss, fullsum_loss_for_batch
 from .viterbi import Viterbi, fullsum_viterbi
+from .weighted_fsa import WeightedFsa, as_weighted_fsa, weighted_fsa_type
 
 __all__ = [
     "Automaton",
@@ -42,6 +46,10 @@ __all__ = [
     "FullSumLossFunction",
     "sprint_loss",
     "automata_for_batch",
+    "automata_source",
+    "WeightedFsa",
+    "as_weighted_fsa",
+    "weighted_fsa_type",
     "fullsum_loss",
     "fullsum_loss_for_batch",
     "Viterbi",

@@ -20,6 +20,7 @@ from .. import fsa as _fsa
 from . import _ops
 from ._common import SeqLengths, scaled_gradient, seq_lengths_numpy
 from .automata import AutomataCache, automata_for_batch
+from .weighted_fsa import automaton_arrays
 
 __all__ = ["BACKENDS", "FullSumLossFunction", "fullsum_loss", "fullsum_loss_for_batch"]
 
@@ -94,9 +95,9 @@ class FullSumLossFunction(torch.autograd.Function):
 def fullsum_loss(
     log_probs: torch.Tensor,
     seq_lengths: SeqLengths,
-    edges: torch.Tensor,
-    weights: torch.Tensor,
-    start_end_states: torch.Tensor,
+    edges: Any,
+    weights: Optional[torch.Tensor] = None,
+    start_end_states: Optional[torch.Tensor] = None,
     *,
     weight_scale: float = 1.0,
     backend: str = "auto",
@@ -108,7 +109,10 @@ def fullsum_loss(
 
     :param log_probs: (time, batch, label) log-probabilities, e.g. ``log_softmax(logits, -1)``; any device.
     :param seq_lengths: (batch,) frames per sequence.
-    :param edges: (4, E) int: from-state, to-state, emission index, sequence index (RASR's merged layout).
+    :param edges: (4, E) int: from-state, to-state, emission index, sequence index (RASR's merged layout); or
+        the whole automaton, ``weights`` and ``start_end_states`` left out: a ``WeightedFsa`` (i6_models' or
+        ``sprint_control.torch.WeightedFsa``), an :class:`Automaton` or an ``(edges, weights, start_end_states)``
+        tuple (see ``weighted_fsa.automaton_arrays``).
     :param weights: (E,) edge weights in -log space (RASR's transition costs).
     :param start_end_states: (2, batch) start and final state of each sequence; sequence ``b`` owns the states
         from its start to its final state, and its edges stay among them.
@@ -122,6 +126,7 @@ def fullsum_loss(
         raise ValueError(f"log_probs must be a floating (time, batch, label) tensor, got {tuple(log_probs.shape)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    edges, weights, start_end_states = automaton_arrays(edges, weights, start_end_states, what="fullsum_loss")
     max_time, batch, _ = log_probs.shape
     lens = torch.as_tensor(seq_lengths_numpy(seq_lengths, batch, max_time))
     edges = torch.as_tensor(edges)
@@ -149,7 +154,8 @@ def fullsum_loss_for_batch(
     cache: Optional[AutomataCache] = None,
     weight_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Full-sum loss of ``log_softmax(logits)`` over RASR's automata for ``tags`` (fetched through ``pool``)."""
+    """Full-sum loss of ``log_softmax(logits)`` over RASR's automata for ``tags`` (fetched through ``pool``: a pool
+    of Sprint children, or a builder with librasr's ``build_by_segment_name``, see ``automata_for_batch``)."""
     automaton = automata_for_batch(tags, pool, cache=cache, device=logits.device)
     return fullsum_loss(
         torch.log_softmax(logits, dim=-1),

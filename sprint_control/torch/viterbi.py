@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ import torch
 from .. import fsa as _fsa
 from ._common import SeqLengths, seq_lengths_numpy
 from .fullsum import compute_dtype, cpu_numpy
+from .weighted_fsa import automaton_arrays
 
 __all__ = ["Viterbi", "fullsum_viterbi"]
 
@@ -30,9 +31,9 @@ class Viterbi(NamedTuple):
 def fullsum_viterbi(
     log_probs: torch.Tensor,
     seq_lengths: SeqLengths,
-    edges: torch.Tensor,
-    weights: torch.Tensor,
-    start_end_states: torch.Tensor,
+    edges: Any,
+    weights: Optional[torch.Tensor] = None,
+    start_end_states: Optional[torch.Tensor] = None,
     *,
     weight_scale: float = 1.0,
 ) -> Viterbi:
@@ -40,8 +41,10 @@ def fullsum_viterbi(
 
     Runs on the CPU (tensors elsewhere are copied there once; the results go back to ``log_probs.device``),
     sequences in parallel on ``torch.get_num_threads()`` threads. Among equally good edges into a state the one
-    with the lowest index wins. Not differentiable (the alignment is a target, not a loss).
+    with the lowest index wins. Not differentiable (the alignment is a target, not a loss). ``edges`` may be the
+    whole automaton (a ``WeightedFsa``, an ``Automaton``, a tuple), as in ``fullsum_loss``.
     """
+    edges, weights, start_end_states = automaton_arrays(edges, weights, start_end_states, what="fullsum_viterbi")
     if log_probs.dim() != 3 or not log_probs.is_floating_point():
         raise ValueError(f"log_probs must be a floating (time, batch, label) tensor, got {tuple(log_probs.shape)}")
     max_time, batch, _ = log_probs.shape
