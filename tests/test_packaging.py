@@ -36,8 +36,8 @@ SETUPTOOLS_FILES = {"PKG-INFO", "setup.cfg"} | {
     for n in ("PKG-INFO", "SOURCES.txt", "dependency_links.txt", "entry_points.txt", "requires.txt", "top_level.txt")
 }
 #: build outputs that a checkout may hold and the sdist must not
-BUILD_OUTPUT = re.compile(r"(\.so|\.o|\.pyd|\.py[co]|\.html)$|(^|/)(__pycache__|build|dist)/|\.egg-info/"
-                          r"|^sprint_control/.*/_[^/]*\.c(pp)?$")
+BUILD_OUTPUT = re.compile(r"(\.so|\.o|\.pyd|\.py[co])$|(^|/)(__pycache__|build|dist)/|\.egg-info/"
+                          r"|^sprint_control/.*/(_[^/]*\.c(pp)?|[^/]*\.html)$")  # Cython's C and annotations
 #: files planted in the copy, each a kind of build output
 PLANTED = ("sprint_control/wire/_stale.c", "sprint_control/fsa/_fsa.html", "sprint_control/wire/_old.cpython-39.so",
            "csrc/frame_io.o", "tests/control/sprint_host.o", "tests/__pycache__/conftest.cpython-311.pyc",
