@@ -9,6 +9,7 @@ pure-Python twin ("python") is active.
 
 from __future__ import annotations
 
+from ._version import __version__
 from .errors import (
     ProtocolError,
     SprintChildError,
@@ -18,8 +19,6 @@ from .errors import (
     TruncatedFrameError,
 )
 from .wire.framing import IMPLEMENTATION
-
-__version__ = "0.1.0"
 
 # The Sprint-side API (what RASR calls on ``--*.pymod-name=sprint_control``) and the parent-side API
 # are loaded on first use, so that importing the package stays cheap inside RASR and in the parent.

@@ -40,7 +40,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         print("usage: sprint-control-emulator --*.key=value ...  (RASR-style options)\n")
         for o in OPTIONS:
-            print(f"  --*.{o.name}  [{o.kind}, default {o.default!r}]\n      {o.help}")
+            kind = f"one of {' | '.join(o.choices)}" if o.kind == "choice" else o.kind
+            print(f"  --*.{o.name}  [{kind}, default {o.default!r}]\n      {o.help}")
         return 0
     setup_logging("info")
     try:

@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import numpy as np
@@ -394,14 +394,20 @@ def _new_peer(transport: str, child: str, labels: int, criterion: str):
 
 def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence[str] = TRANSPORTS,
                   budget: float = 1.0, repeats: Optional[int] = None, check: bool = True,
-                  peers: Optional[dict] = None, child: str = "pipe", criterion: str = "bench") -> list[dict]:
+                  peers: Optional[dict] = None, child: str = "pipe", criterion: str = "bench",
+                  progress: Optional[Callable[[int, int, tuple[int, int]], None]] = None) -> list[dict]:
     """Round trips of every transport at every size, interleaved; one dict of figures per size.
 
     Each round is one block of back-to-back round trips per transport in turn, so a slow moment of
     a shared machine hits all of them alike; the figure is the median over rounds of the mean round
     trip in a block. ``check`` compares every answer with the expected
     one (pipe child), or the v2 answer with the v1 answer (emulator: both ran the same criterion).
-    ``peers`` (transport -> pipe peer) lets a caller reuse children across calls.
+    ``peers`` (transport -> pipe peer) lets a caller reuse children across calls. ``progress(i, n,
+    (time, labels))`` is called before the i-th of n sizes is measured (i from 0).
+
+    With ``shm-region`` a row also has ``two_memcpy_seconds``, the ratio ``shm-region_over_two_memcpy``
+    and ``shm_inline``: true where the matrices are below the region's ``inline_below`` and so travel
+    through the pipe, not the region (the ratio then compares a pipe round trip with two tiny copies).
     """
     if child not in CHILDREN:
         raise ValueError(f"unknown child {child!r}: expected one of {CHILDREN}")
@@ -414,7 +420,9 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
     per_size: list = []  # emulator peers: one per label count, closed after their size
     rows = []
     try:
-        for time_, labels in sizes:
+        for i, (time_, labels) in enumerate(sizes):
+            if progress is not None:
+                progress(i, len(sizes), (time_, labels))
             current = {}
             for t in transports:
                 if child == "emulator" and t != "bare":
@@ -461,6 +469,7 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
             if "shm-region" in row:
                 row["two_memcpy_seconds"] = two_memcpy_seconds(post)
                 row["shm-region_over_two_memcpy"] = row["shm-region"]["seconds"] / row["two_memcpy_seconds"]
+                row["shm_inline"] = nbytes < current["shm-region"].region.inline_below
             rows.append(row)
             log.info("measured %s", row)
             for p in per_size:

@@ -294,4 +294,5 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None) -> int
     )
     if getattr(args, "plot", None):
         plot.plot_demo(report, args.plot)
+        print(f"plot written to {args.plot}", file=out)
     return 0 if report.loss_fell or len(report.epochs) < 2 else 1

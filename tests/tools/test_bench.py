@@ -100,7 +100,7 @@ def _run_tool(tmp_path, *args):
     out_json = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, "-m", "sprint_control.tools.bench", "--sizes", "1,1", "4,9", "--repeats", "2",
-         "--json", str(out_json), *args],
+         "--json", str(out_json), "--wide", *args],
         capture_output=True, text=True, timeout=180, cwd=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr

@@ -86,10 +86,12 @@ def test_bench_and_demo_commands_write_their_plots(tmp_path, capsys):
     assert bench.main(["--child", "pipe", "--sizes", "2,3", "40,50", "--transports", "v2", "bare", "shm-region",
                        "--repeats", "1", "--no-rss", "--plot", str(png)]) == 0
     _check_png(png)
+    assert f"plot written to {png}" in capsys.readouterr().out.splitlines()
     png = tmp_path / "demo.png"
     assert demo.main(["--instances", "1", "--segments", "8", "--epochs", "2", "--batch-size", "4", "--no-progress",
                       "--plot", str(png)]) == 0
     _check_png(png)
+    assert capsys.readouterr().out.splitlines()[-1] == f"plot written to {png}"
 
 
 def test_without_matplotlib_the_flag_says_how_to_install_it(monkeypatch, capsys, tmp_path):
