@@ -29,6 +29,7 @@ HMM topology with a Bliss lexicon, following RASR's graph builder, transition mo
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -143,6 +144,12 @@ def exporter_config(cfg: Any) -> ExporterConfig:
         if cfg.given("tdp.tying-type") and cfg["tdp.tying-type"] != "global":
             raise ExporterConfigError(f"tdp.tying-type={cfg['tdp.tying-type']}: the emulator has the global "
                                       "transition model only")
+    if not bliss and topology == "hmm":
+        ignored = [k for k in exporter_keys_given(cfg) if k.startswith(("tdp.", "hmm.", "state-tying", "normalize-",
+                                                                       "orthographic-parser", "phonology"))]
+        if ignored:
+            warnings.append(f"{', '.join(ignored)}: apply to a Bliss lexicon (lexicon.file); the built-in "
+                            "lexicon's HMM is the emulator's own uniform topology (lexicon.states-per-symbol)")
     scale = float(cfg["tdp.scale"])
     phone = Tdp(*(_tdp_value(cfg, "state-0", t, scale) for t in TDP_TRANSITIONS))
     state1 = Tdp(*(_tdp_value(cfg, "state-1", t, scale) for t in TDP_TRANSITIONS))
@@ -238,36 +245,54 @@ def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Auto
         pos_sil.append(is_sil)
         return len(pos_label)  # state id = position + 1
 
-    def word(phonemes: tuple, is_silence_word: bool) -> list[int]:
-        states = []
-        for ph in phonemes:
-            is_sil = ph in lexicon.silence_phonemes
-            for lab in labels_of[ph]:
-                for _ in range(1 if is_sil else R):
-                    states.append(new_position(lab, is_sil))
-        return states
+    def lemma_states(prons: list) -> list[list[int]]:
+        """Each pronunciation's chain of states. As in RASR's lexicon transducer, pronunciations of a
+        lemma share the states of a common phoneme suffix: a state is keyed by the phoneme sequence
+        from its phoneme on, its HMM state and its repetition."""
+        keyed: dict = {}
+        chains = []
+        for phonemes in prons:
+            chain = []
+            for j, ph in enumerate(phonemes):
+                is_sil = ph in lexicon.silence_phonemes
+                for s_index, lab in enumerate(labels_of[ph]):
+                    for r in range(1 if is_sil else R):
+                        key = (tuple(phonemes[j:]), s_index, r)
+                        if key not in keyed:
+                            keyed[key] = new_position(lab, is_sil)
+                        chain.append(keyed[key])
+            chains.append(chain)
+        return chains
 
     # An entry point is the (epsilon) word-start state: the ways into it, (source state, cost so far),
-    # source 0 = the initial state.
-    def enter(entries: list[tuple[int, float]], states: list[int], score: float) -> None:
-        first = states[0]
-        for src, cost in entries:
-            if legacy:
-                fwd, skip = tdp_entry.forward, tdp_entry.skip
-            elif src == 0:
-                fwd, skip = 0.0, tdp_phone.skip
-            else:
-                fwd, skip = tdp(src).forward, tdp(src).skip
-            arcs.append((src, first, pos_label[first - 1], _add(cost, fwd, score)))
-            if len(states) > 1:  # a skip never lands behind the word's last state
-                arcs.append((src, states[1], pos_label[states[1] - 1], _add(cost, skip, score)))
-        for i, s in enumerate(states):
-            t = tdp(s)
-            arcs.append((s, s, pos_label[s - 1], _add(t.loop)))
-            if i + 1 < len(states):
-                arcs.append((s, states[i + 1], pos_label[states[i + 1] - 1], _add(t.forward)))
-            if i + 2 < len(states):
-                arcs.append((s, states[i + 2], pos_label[states[i + 2] - 1], _add(t.skip)))
+    # source 0 = the initial state. Returns the lemma's last states.
+    def enter(entries: list[tuple[int, float]], prons: list, scores: list[float]) -> list[int]:
+        chains = lemma_states([phonemes for phonemes, _ in prons])
+        looped: set = set()
+        linked: set = set()
+        for states, score in zip(chains, scores):
+            first = states[0]
+            for src, cost in entries:
+                if legacy:
+                    fwd, skip = tdp_entry.forward, tdp_entry.skip
+                elif src == 0:
+                    fwd, skip = 0.0, tdp_phone.skip
+                else:
+                    fwd, skip = tdp(src).forward, tdp(src).skip
+                arcs.append((src, first, pos_label[first - 1], _add(cost, fwd, score)))
+                if len(states) > 1:  # a skip never lands behind the word's last state
+                    arcs.append((src, states[1], pos_label[states[1] - 1], _add(cost, skip, score)))
+            for i, st in enumerate(states):  # a shared suffix has its edges once
+                t = tdp(st)
+                if st not in looped:
+                    looped.add(st)
+                    arcs.append((st, st, pos_label[st - 1], _add(t.loop)))
+                if i + 1 < len(states) and (st, states[i + 1]) not in linked:
+                    linked.add((st, states[i + 1]))
+                    arcs.append((st, states[i + 1], pos_label[states[i + 1] - 1], _add(t.forward)))
+                    if i + 2 < len(states):
+                        arcs.append((st, states[i + 2], pos_label[states[i + 2] - 1], _add(t.skip)))
+        return list(dict.fromkeys(chain[-1] for chain in chains))
 
     def exits(ends: list[int]) -> list[tuple[int, float]]:
         return [(e, _add(tdp(e).exit)) for e in ends]
@@ -279,13 +304,9 @@ def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Auto
     def optional_silence(entries: list[tuple[int, float]]) -> list[tuple[int, float]]:
         if not optional_sil:
             return entries
-        out = list(entries)
-        for (phonemes, _), score in zip(sil_lemma.pronunciations, _pron_scores(exporter, sil_lemma.pronunciations)):
-            states = word(phonemes, True)
-            enter(entries, states, score)
-            silences.append(states[-1])
-            out += exits([states[-1]])
-        return out
+        ends = enter(entries, sil_lemma.pronunciations, _pron_scores(exporter, sil_lemma.pronunciations))
+        silences.extend(ends)
+        return list(entries) + exits(ends)
 
     lemmas = [lm for lm in lexicon.lemmas_of(orthography) if lm.pronunciations]
     if not lemmas and not optional_sil:
@@ -294,11 +315,7 @@ def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Auto
     entries: list[tuple[int, float]] = [(0, 0.0)]
     entries = optional_silence(entries)
     for lemma in lemmas:
-        ends: list[int] = []
-        for (phonemes, _), score in zip(lemma.pronunciations, _pron_scores(exporter, lemma.pronunciations)):
-            states = word(phonemes, False)
-            enter(entries, states, score)
-            ends.append(states[-1])
+        ends = enter(entries, lemma.pronunciations, _pron_scores(exporter, lemma.pronunciations))
         entries = optional_silence(exits(ends))
     if exporter.silence_repetitions:
         # allow-for-silence-repetitions: the lemma acceptor loops on silence; leaving a silence and
@@ -322,15 +339,18 @@ def _export_layout(num_states: int, arcs: list, finals: dict) -> Automaton:
         if f != t:
             in_count[t] += 1
             succ[f].append(t)
-    order, done = [], [False] * num_states
-    for _ in range(num_states):
-        s = next((i for i in range(num_states) if not done[i] and in_count[i] == 0), None)
-        if s is None:  # pragma: no cover - the graph is acyclic apart from loops
-            raise RuntimeError("automaton is not acyclic")
-        done[s] = True
+    order: list[int] = []
+    ready = [i for i in range(num_states) if in_count[i] == 0]
+    heapq.heapify(ready)
+    while ready:
+        s = heapq.heappop(ready)
         order.append(s)
         for t in succ[s]:
             in_count[t] -= 1
+            if in_count[t] == 0:
+                heapq.heappush(ready, t)
+    if len(order) != num_states:  # pragma: no cover - the graph is acyclic apart from loops
+        raise RuntimeError("automaton is not acyclic")
     new_id = {s: i for i, s in enumerate(order)}
     edges = [(new_id[f], new_id[t], lab, w) for f, t, lab, w in arcs]
     edges.sort(key=lambda e: ((e[1] - e[0]), e[1], e[0]))

@@ -33,6 +33,7 @@ LEXICON = """<?xml version="1.0" encoding="utf-8"?>
   <lemma><orth>x</orth><phon>a</phon></lemma>
   <lemma><orth>y</orth><phon>b a</phon></lemma>
   <lemma><orth>v</orth><phon score="0.0">a</phon><phon score="0.0">b</phon></lemma>
+  <lemma><orth>w</orth><phon>a b</phon><phon>b</phon></lemma>
 </lexicon>
 """
 TDPS = ["--*.tdp.*.loop=1", "--*.tdp.*.forward=0.5", "--*.tdp.*.skip=2", "--*.tdp.*.exit=0.25",
@@ -121,6 +122,28 @@ def test_scale_repetitions_infinite_skip_and_pronunciation_normalisation(lexicon
                     "--*.normalize-pronunciation=false")
     got = dict(((f, t, lab), w) for f, t, lab, w in _edges(build_automaton(ex4, lex3, "v")))
     assert got[(0, 2, 1)] == 0.7
+
+
+def test_pronunciations_share_a_common_suffix(lexicon_file):
+    """w = "a b" | "b": RASR's lexicon transducer shares the suffix "b", so the state of b is one state;
+    entering it directly ("b") and skipping a ("a b") are two equal edges, merged by log-sum."""
+    ex, lex = _setup(lexicon_file, "--*.orthographic-parser.allow-for-silence-repetitions=false")
+    fsa = build_automaton(ex, lex, "w")
+    ln2 = math.log(2)  # normalize-pronunciation: two variants of weight 1
+
+    def lse(*c):
+        return round(-math.log(sum(math.exp(-x) for x in c)), 5)
+
+    m0, m1 = lse(4 + ln2, 0.7 + ln2), lse(0.2 + 4 + ln2, 0.2 + 0.7 + ln2)
+    assert fsa.num_states == 6
+    assert _edges(fsa) == [
+        (1, 1, 0, 0.1), (2, 2, 1, 1.0), (3, 3, 2, 1.0), (4, 4, 0, 0.1),
+        (0, 1, 0, 0.7), (1, 2, 1, round(0.9 + ln2, 5)), (2, 3, 2, 0.5), (3, 4, 0, 0.95),
+        (0, 2, 1, round(0.7 + ln2, 5)), (1, 3, 2, m1),
+        (0, 3, 2, m0),
+        (3, 5, 2, 1.25), (4, 5, 0, 0.3), (2, 5, 2, 0.75), (3, 5, 0, 1.15), (1, 5, 2, round(m1 + 0.25, 5)),
+        (0, 5, 2, round(m0 + 0.25, 5)),
+    ]
 
 
 def test_full_sum_equals_brute_force_over_the_exported_paths(lexicon_file):
