@@ -42,7 +42,7 @@ def _tdp_options() -> list[Option]:
     out = []
     for kind, who in (("*", "every state type"), ("state-0", "phone states"), ("state-1", "phone states (RASR "
                       "applies state-0's)"), ("silence", "silence"), ("entry-m1", "the word-start state"),
-                      ("entry-m2", "(unused by RASR's applicator)")):
+                      ("entry-m2", "the second entry state (unused by RASR)")):
         for transition, default in (("loop", 3.0), ("forward", 0.0), ("skip", 3.0), ("exit", 0.0)):
             out.append(Option(f"tdp.{kind}.{transition}", "float", default,
                               f"RASR transition cost (-log prob.) of {who}: {transition} (RASR's default {default})."))
