@@ -179,9 +179,12 @@ def default_exporter(criterion: str) -> ExporterConfig:
 
 
 # -- the automaton ---------------------------------------------------------------------------------
-def build_automaton(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Automaton:
+def build_automaton(exporter: Any, lexicon: Any, orthography: str) -> Automaton:
     """THE automaton of an orthography: what the export commands return and the automaton criteria
-    use. ``lexicon`` is the built-in ``Lexicon`` or a ``BlissLexicon``."""
+    use. ``exporter`` is an ``ExporterConfig`` or the emulator's parsed arguments (``args.Config``,
+    read with ``exporter_config``); ``lexicon`` is the built-in ``Lexicon`` or a ``BlissLexicon``."""
+    if not isinstance(exporter, ExporterConfig):
+        exporter = exporter_config(exporter)
     if exporter.topology == "ctc":
         return lexicon.ctc_automaton(orthography)
     if not hasattr(lexicon, "lemmas_of"):  # the built-in lexicon: the emulator's own HMM stand-in
@@ -227,7 +230,10 @@ def _silence_optional(lexicon: Any) -> bool:
 
 
 def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Automaton:
-    N = exporter.states_per_phone or lexicon.states_per_phone
+    N = lexicon.states_per_phone
+    if exporter.states_per_phone not in (None, N):
+        raise ValueError(f"hmm.states-per-phone: the exporter has {exporter.states_per_phone}, the lexicon's labels "
+                         f"{N} states per phone")
     R = exporter.state_repetitions
     labels_of = monophone_labels(lexicon, N)
     legacy = exporter.applicator == "legacy"
