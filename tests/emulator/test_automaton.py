@@ -279,3 +279,13 @@ def test_host_reads_the_alignment_file(tmp_path):
                             "--*.training-criterion=binary-divergence", f"--*.corpus.alignment-file={path}"]),
                 on_fatal=lambda m: (_ for _ in ()).throw(AssertionError(m)))
     np.testing.assert_array_equal(host.alignments[corpus.segments[0].name], np.zeros(4))
+
+
+def test_a_pool_user_sees_the_childs_warning_without_echo_output(lexicon_file, caplog, no_leaks):
+    from sprint_control import SprintPool
+
+    with caplog.at_level(logging.WARNING, logger="sprint_control.parent.child"):
+        with SprintPool(1, sprint_args=[f"--*.lexicon.file={lexicon_file}", "--*.hmm.states-per-phone=1"],
+                        timeout=60):
+            pass  # the child warns at start-up, before its module is loaded
+    assert any("state-tying.type is not given" in r.getMessage() for r in caplog.records)
