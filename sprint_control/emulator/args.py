@@ -135,7 +135,7 @@ OPTIONS: tuple[Option, ...] = (
         "extract-alignments",
         "bool",
         False,
-        "Flow A: pass the corpus alignment to process_segment (output_dim = label count).",
+        "Flow A: pass the alignment (alignment file, else corpus) to process_segment (output_dim = label count).",
     ),
     Option(
         "version-number",

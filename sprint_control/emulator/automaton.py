@@ -16,6 +16,8 @@ HMM topology with a Bliss lexicon, following RASR's graph builder, transition mo
   repetition its own automaton state with the same label;
 - optional silence between the words, at the start and at the end when the silence lemma has an
   empty orthography (``<orth/>``), as RASR's orthographic parser matches it there;
+- equal (from, to, label) edges that RASR's epsilon removal collects (tropical semiring) keep the
+  cheaper weight;
 - weights from the transition model with RASR's legacy (default) or corrected applicator: loop,
   forward and skip inside a word, ``exit`` of the word's last state plus ``entry-m1.forward``
   (legacy) when entering the next word, skips not over the last state of a word, final weight =
@@ -144,6 +146,10 @@ def exporter_config(cfg: Any) -> ExporterConfig:
         if cfg.given("tdp.tying-type") and cfg["tdp.tying-type"] != "global":
             raise ExporterConfigError(f"tdp.tying-type={cfg['tdp.tying-type']}: the emulator has the global "
                                       "transition model only")
+    if bliss and topology == "ctc":
+        warnings.append("allophone-state-graph-builder.topology=ctc with a Bliss lexicon: the emulator exports its own "
+                        "CTC layout (non-silence phonemes, blank last, first pronunciations), not RASR's CTC graph "
+                        "builder (HMM states with blank states inserted, a blank allophone)")
     if not bliss and topology == "hmm":
         ignored = [k for k in exporter_keys_given(cfg) if k.startswith(("tdp.", "hmm.", "state-tying", "normalize-",
                                                                        "orthographic-parser", "phonology"))]
@@ -325,12 +331,18 @@ def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Auto
         entries = optional_silence(exits(ends))
     if exporter.silence_repetitions:
         # allow-for-silence-repetitions: the lemma acceptor loops on silence; leaving a silence and
-        # entering it again is a second self-loop that the exporter merges with the loop.
+        # entering it again is a second self-loop, collected with the loop (the cheaper one).
         for s in silences:
             again = tdp_entry.forward if legacy else tdp_sil.forward
             arcs.append((s, s, pos_label[s - 1], _add(tdp_sil.exit, again)))
     finals = {src: cost for src, cost in entries if src != 0}
-    return _export_layout(len(pos_label) + 1, arcs, finals)
+    # Equal (from, to, label) edges arise here only where RASR's epsilon removal (leaving a word
+    # through its word-start state) meets an edge that is already there; it collects them in the
+    # graph's tropical semiring: the cheaper one.
+    best: dict = {}
+    for f, t, lab, w in arcs:
+        best[(f, t, lab)] = min(w, best.get((f, t, lab), math.inf))
+    return _export_layout(len(pos_label) + 1, [(*k, w) for k, w in best.items()], finals)
 
 
 def _export_layout(num_states: int, arcs: list, finals: dict) -> Automaton:

@@ -258,10 +258,11 @@ class Host:
                 features = seg.features.T  # (dim, time), F-contiguous like RASR's column-major matrix
             alignment = None
             if extract_alignments:
-                if seg.alignment is None:
+                seg_alignment = self.alignments.get(seg.name, seg.alignment)  # the alignment file first
+                if seg_alignment is None:
                     log.error("segment %r has no alignment", seg.name)
                 else:
-                    alignment = seg.alignment.astype(np.uint32, copy=False)
+                    alignment = seg_alignment.astype(np.uint32, copy=False)
             if first:
                 input_dim = self.corpus.feature_dim if extract_features else -1
                 output_dim = self.lexicon.num_hmm_labels if extract_alignments else -1
