@@ -125,9 +125,9 @@ class Host:
             log.warning("%s", message)
         lemmas = getattr(self.lexicon, "lemmas", ())
         if self.exporter.topology == "hmm" and any(len(lm.pronunciations) > 1 for lm in lemmas):
-            log.warning("the lexicon has pronunciation variants: the emulator keeps each variant's states apart "
-                        "(RASR shares common suffixes), so state numbers may differ from RASR's; paths and "
-                        "weights are the same")
+            log.warning("the lexicon has pronunciation variants: the emulator numbers parallel variant branches "
+                        "in lexicon order, RASR after its FSA library's normalisation, so their state numbers "
+                        "(and the edge order) may differ from RASR's; paths and weights are the same")
         self.alignments = (load_alignments(cfg["corpus.alignment-file"], self.corpus, self.num_labels)
                            if cfg["corpus.alignment-file"] else {})
         self.callback = Callback(
