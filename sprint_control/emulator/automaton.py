@@ -112,6 +112,18 @@ def exporter_keys_given(cfg: Any) -> list[str]:
     return [name for name in EXPORTER_OPTIONS if cfg.given(name)]
 
 
+#: components of RASR keys that shape the exported automaton
+_EXPORT_COMPONENTS = ("tdp", "hmm", "state-tying", "allophone-state-graph-builder", "orthographic-parser",
+                      "phonology", "allophones", "alignment-fsa-exporter")
+
+
+def exporter_key_unread(key: str) -> bool:
+    """Whether an unknown key belongs to what RASR's automaton export reads (tdp.*, hmm.*, the graph
+    builder, ...): ignoring it could change the automaton, so the emulator warns instead of noting it."""
+    parts = key.split(".")
+    return any(c in parts[:-1] for c in _EXPORT_COMPONENTS)
+
+
 def exporter_config(cfg: Any) -> ExporterConfig:
     """The exporter configuration of the emulator's parsed arguments. The topology: the
     ``allophone-state-graph-builder.topology`` key when given; else ``ctc`` when the training

@@ -288,3 +288,15 @@ def test_a_pool_user_sees_the_childs_warning_without_echo_output(lexicon_file, c
                         timeout=60):
             pass  # the child warns at start-up, before its module is loaded
     assert any("state-tying.type is not given" in r.getMessage() for r in caplog.records)
+
+
+def test_unread_export_keys_warn_and_bad_values_are_critical(lexicon_file, run_emulator):
+    run = run_emulator(f"--*.lexicon.file={lexicon_file}", "--*.state-tying.type=monophone",
+                       "--*.acoustic-model.tdp.nonword-phones=[NOISE]", "--*.lm.file=x")
+    assert run.returncode == 0, run.stderr
+    assert ("[emulator] warning: ignoring option --*.acoustic-model.tdp.nonword-phones: a RASR key of the "
+            "automaton export the emulator does not read") in run.stderr
+    assert "[emulator] ignoring unknown option --*.lm.file" in run.stderr  # not about the automaton
+    bad = run_emulator(f"--*.lexicon.file={lexicon_file}", "--*.state-tying.type=cart")
+    assert bad.returncode == 1
+    assert "critical error: state-tying.type=cart" in bad.stderr
