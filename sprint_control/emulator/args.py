@@ -58,7 +58,7 @@ EXPORTER_KEY_OPTIONS: tuple[Option, ...] = (
     Option("hmm.state-repetitions", "int", 2, "Repetitions of each phone HMM state (RASR's default 2).", minimum=1),
     Option("hmm.across-word-model", "bool", False, "Across-word context (no effect with monophone tying)."),
     Option("hmm.early-recombination", "bool", False, "A search option: no effect on exported automata."),
-    Option("phonology.history-length", "int", 1, "Allophone left context (no effect with monophone tying).",
+    Option("phonology.history-length", "int", 1, "Allophone left context (splits shared pronunciation suffixes).",
            minimum=0),
     Option("phonology.future-length", "int", 1, "Allophone right context (no effect with monophone tying).",
            minimum=0),

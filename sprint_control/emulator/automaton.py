@@ -76,6 +76,7 @@ class ExporterConfig:
     applicator: str = "legacy"
     silence_repetitions: bool = True  # orthographic-parser.allow-for-silence-repetitions
     normalize_pronunciation: bool = True
+    history_length: int = 1  # phonology.history-length: the left context that splits shared suffixes
     warnings: tuple = field(default=(), compare=False)
 
     def __post_init__(self):
@@ -186,6 +187,7 @@ def exporter_config(cfg: Any) -> ExporterConfig:
         applicator=cfg["tdp.applicator-type"],
         silence_repetitions=cfg["orthographic-parser.allow-for-silence-repetitions"],
         normalize_pronunciation=cfg["normalize-pronunciation"],
+        history_length=cfg["phonology.history-length"],
         warnings=tuple(warnings),
     )
 
@@ -253,6 +255,7 @@ def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Auto
         raise ValueError(f"hmm.states-per-phone: the exporter has {exporter.states_per_phone}, the lexicon's labels "
                          f"{N} states per phone")
     R = exporter.state_repetitions
+    H = exporter.history_length
     labels_of = monophone_labels(lexicon, N)
     legacy = exporter.applicator == "legacy"
     tdp_sil, tdp_phone, tdp_entry = exporter.silence, exporter.phone, exporter.entry
@@ -271,8 +274,10 @@ def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Auto
 
     def lemma_states(prons: list) -> list[list[int]]:
         """Each pronunciation's chain of states. As in RASR's lexicon transducer, pronunciations of a
-        lemma share the states of a common phoneme suffix: a state is keyed by the phoneme sequence
-        from its phoneme on, its HMM state and its repetition."""
+        lemma share the states of a common phoneme suffix, unless their allophones differ by the left
+        context (``phonology.history-length`` phonemes, the word boundary counting as one): a state is
+        keyed by that context, the phoneme sequence from its phoneme on, its HMM state and its
+        repetition."""
         keyed: dict = {}
         chains = []
         for phonemes in prons:
@@ -281,7 +286,7 @@ def _bliss_hmm(exporter: ExporterConfig, lexicon: Any, orthography: str) -> Auto
                 is_sil = ph in lexicon.silence_phonemes
                 for s_index, lab in enumerate(labels_of[ph]):
                     for r in range(1 if is_sil else R):
-                        key = (tuple(phonemes[j:]), s_index, r)
+                        key = (tuple(phonemes[max(0, j - H):]), j < H, s_index, r)
                         if key not in keyed:
                             keyed[key] = new_position(lab, is_sil)
                         chain.append(keyed[key])

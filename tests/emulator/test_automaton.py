@@ -129,7 +129,8 @@ def test_pronunciations_share_a_common_suffix(lexicon_file):
     """w = "a b" | "b": RASR's lexicon transducer shares the suffix "b", so the state of b is one state;
     entering it directly ("b") and skipping a ("a b") are two equal edges, collected by epsilon removal
     in the tropical semiring (the cheaper one)."""
-    ex, lex = _setup(lexicon_file, "--*.orthographic-parser.allow-for-silence-repetitions=false")
+    ex, lex = _setup(lexicon_file, "--*.orthographic-parser.allow-for-silence-repetitions=false",
+                     "--*.phonology.history-length=0")
     fsa = build_automaton(ex, lex, "w")
     ln2 = math.log(2)  # normalize-pronunciation: two variants of weight 1
 
@@ -143,6 +144,15 @@ def test_pronunciations_share_a_common_suffix(lexicon_file):
         (3, 5, 2, 1.25), (4, 5, 0, 0.3), (2, 5, 2, 0.75), (3, 5, 0, 1.15), (1, 5, 2, round(m1 + 0.25, 5)),
         (0, 5, 2, round(m0 + 0.25, 5)),
     ]
+
+
+def test_a_left_context_keeps_suffix_states_apart(lexicon_file):
+    """With RASR's default phonology (history-length 1) b after a and b at the word start are different
+    allophones: no state is shared."""
+    ex, lex = _setup(lexicon_file, "--*.orthographic-parser.allow-for-silence-repetitions=false")
+    fsa = build_automaton(ex, lex, "w")
+    assert fsa.num_states == 7  # initial, silence, a, b (after a), b (word start), silence, final
+    assert sorted(int(x) for x in fsa.edges_label[:5]) == [0, 0, 1, 2, 2]  # the five loops
 
 
 def test_full_sum_equals_brute_force_over_the_exported_paths(lexicon_file):
