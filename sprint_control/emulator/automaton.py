@@ -150,9 +150,10 @@ def exporter_config(cfg: Any) -> ExporterConfig:
             raise ExporterConfigError(f"state-tying.type={tying}: the emulator has monophone state tying only "
                                       "(the emission labels would differ)")
         if cfg["hmm.across-word-model"] and (cfg["phonology.history-length"] or cfg["phonology.future-length"]):
-            warnings.append("hmm.across-word-model=true: RASR splits word-initial and word-final states by their "
-                            "neighbours' context (more states, the same paths and labels with monophone tying); "
-                            "the emulator builds one state each")
+            raise ExporterConfigError("hmm.across-word-model=true with phonology.history-length/future-length > 0: "
+                                      "RASR splits the states at word boundaries by the neighbouring words' "
+                                      "phonemes, the emulator does not (set the context lengths to 0 for "
+                                      "monophones, or across-word-model=false)")
         if cfg["orthographic-parser.normalize-lemma-sequence-scores"]:
             raise ExporterConfigError("orthographic-parser.normalize-lemma-sequence-scores=true: not followed by "
                                       "the emulator (it changes the weights)")
