@@ -44,6 +44,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  --*.{o.name}  [{kind}, default {o.default!r}]\n      {o.help}")
         return 0
     setup_logging("info")
+    from .automaton import exporter_key_unread
+
     try:
         cfg = parse_args(argv)
     except (ArgumentError, OSError) as exc:
@@ -51,7 +53,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     setup_logging("error" if cfg["quiet"] else cfg["log-level"])
     for key in cfg.unknown_keys():
-        log.info("ignoring unknown option --%s", key)
+        if exporter_key_unread(key):  # RASR would build another automaton with it: say so loudly
+            log.warning("ignoring option --%s: a RASR key of the automaton export the emulator does not read", key)
+        else:
+            log.info("ignoring unknown option --%s", key)
     for arg in cfg.positional:
         log.info("ignoring argument %r", arg)
 

@@ -38,6 +38,50 @@ class Option:
     minimum: Optional[float] = None  # int/float options: the smallest value that makes sense
 
 
+def _tdp_options() -> list[Option]:
+    out = []
+    for kind, who in (("*", "every state type"), ("state-0", "phone states"), ("state-1", "phone states (RASR "
+                      "applies state-0's)"), ("silence", "silence"), ("entry-m1", "the word-start state"),
+                      ("entry-m2", "the second entry state (unused by RASR)")):
+        for transition, default in (("loop", 3.0), ("forward", 0.0), ("skip", 3.0), ("exit", 0.0)):
+            out.append(Option(f"tdp.{kind}.{transition}", "float", default,
+                              f"RASR transition cost (-log prob.) of {who}: {transition} (RASR's default {default})."))
+    return out
+
+
+#: RASR's keys of the alignment-fsa-exporter (model combination, acoustic model, graph builder); any of
+#: them given makes the export an HMM-topology one unless the topology key says otherwise
+EXPORTER_KEY_OPTIONS: tuple[Option, ...] = (
+    Option("allophone-state-graph-builder.topology", "choice", "hmm",
+           "Topology of the exported automata: hmm (RASR's default) or ctc (the emulator's blank topology).",
+           ("hmm", "ctc", "rna")),
+    Option("hmm.state-repetitions", "int", 2, "Repetitions of each phone HMM state (RASR's default 2).", minimum=1),
+    Option("hmm.across-word-model", "bool", False, "Across-word context (no effect with monophone tying)."),
+    Option("hmm.early-recombination", "bool", False, "A search option: no effect on exported automata."),
+    Option("phonology.history-length", "int", 1, "Allophone left context (splits shared pronunciation suffixes).",
+           minimum=0),
+    Option("phonology.future-length", "int", 1, "Allophone right context (no effect with monophone tying).",
+           minimum=0),
+    Option("fix-allophone-context-at-word-boundaries", "bool", False,
+           "Across-word allophone contexts (no effect: across-word context is refused)."),
+    Option("transducer-builder-filter-out-invalid-allophones", "bool", False,
+           "Across-word allophone filter (no effect: across-word context is refused)."),
+    Option("allophones.add-from-lexicon", "bool", True, "Allophones from the lexicon (no effect with monophones)."),
+    Option("allophones.add-all", "bool", False, "All allophones (no effect with monophone tying)."),
+    Option("state-tying.type", "str", "cart", "State tying; the emulator has monophone only (RASR's default: cart)."),
+    Option("normalize-pronunciation", "bool", True, "Normalise each lemma's pronunciation weights to sum 1."),
+    Option("orthographic-parser.allow-for-silence-repetitions", "bool", True,
+           "Silence loops in the lemma acceptor (RASR's default) instead of one optional silence."),
+    Option("orthographic-parser.normalize-lemma-sequence-scores", "bool", False,
+           "Normalised lemma-acceptor scores (not followed: true is an error)."),
+    Option("tdp.scale", "float", 1.0, "Scale of every transition cost."),
+    Option("tdp.applicator-type", "choice", "legacy", "RASR's transition-model applicator.", ("legacy", "corrected")),
+    Option("tdp.tying-type", "choice", "global", "Transition-model tying (global only).",
+           ("global", "global-and-nonword", "cart")),
+    *_tdp_options(),
+)
+EXPORTER_OPTIONS = ("lexicon.file", "hmm.states-per-phone", *(o.name for o in EXPORTER_KEY_OPTIONS))
+
 OPTIONS: tuple[Option, ...] = (
     Option(
         "python-control-enabled",
@@ -87,7 +131,7 @@ OPTIONS: tuple[Option, ...] = (
         "choice",
         "ctc",
         "Criterion behind calculate_criterion and the trainer.",
-        ("ctc", "fsa", "full-sum", "cross-entropy", "bench", "none"),
+        ("ctc", "fsa", "full-sum", "cross-entropy", "squared-error", "binary-divergence", "bench", "none"),
     ),
     Option("input-in-log-space", "bool", True, "Flow B: the layer's output are log-posteriors (else probabilities)."),
     Option("extract-features", "bool", True, "Flow A: pass features to process_segment (else None, input_dim=-1)."),
@@ -95,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
         "extract-alignments",
         "bool",
         False,
-        "Flow A: pass the corpus alignment to process_segment (output_dim = label count).",
+        "Flow A: pass the alignment (alignment file, else corpus) to process_segment (output_dim = label count).",
     ),
     Option(
         "version-number",
@@ -170,12 +214,11 @@ OPTIONS: tuple[Option, ...] = (
     # RASR's own keys for Bliss XML files (bliss.py, bliss_lexicon.py)
     Option("lexicon.file", "str", "", "Bliss XML lexicon (RASR's model-combination.lexicon.file); replaces the "
            "built-in lexicon: monophone HMMs from its pronunciations."),
+    Option("corpus.alignment-file", "str", "", "Frame alignments for the alignment criteria (.npz or "
+           "'name<TAB>labels' text, see docs/emulator.md)."),
     Option("corpus.segments.file", "str", "", "Segment list: keep only the corpus segments named there."),
     Option("hmm.states-per-phone", "int", 3, "With lexicon.file: HMM states per non-silence phoneme.", minimum=1),
-    Option("tdp.*.loop", "float", 0.0, "With lexicon.file: cost (-log prob.) of staying in a phoneme's state."),
-    Option("tdp.*.forward", "float", 0.0, "With lexicon.file: cost of leaving a phoneme's state."),
-    Option("tdp.silence.loop", "float", 0.0, "With lexicon.file: cost of staying in silence."),
-    Option("tdp.silence.forward", "float", 0.0, "With lexicon.file: cost of leaving silence."),
+    *EXPORTER_KEY_OPTIONS,
     Option("log-level", "choice", "info", "Log verbosity on stderr.", ("debug", "info", "warning", "error")),
     Option("quiet", "bool", False, "Only errors on stderr (same as log-level=error)."),
 )

@@ -5,24 +5,23 @@ Read (the subset, see docs/emulator.md): ``<phoneme-inventory>`` of ``<phoneme><
 score="...">`` pronunciations (phoneme symbols separated by spaces, score a -log weight, default 0)
 and ``special="silence|unknown|sentence-begin|sentence-end"``.
 
-Monophone tying: emission index 0 is silence (the phonemes of the silence lemma's pronunciations, one
-HMM state); the k-th non-silence phoneme of the inventory (1-based, inventory order) in state s is
-``1 + N * (k - 1) + s`` with N = ``hmm.states-per-phone``. An orthography is parsed into lemmas by
-longest match of the lemmas' orthographies over its words; a word no lemma starts with takes the
-unknown lemma. The automaton: optional silence at the start, between words and at the end; each
-word one branch per pronunciation, entered at the pronunciation's score; every HMM state loops at
-its loop cost and leaves at its forward cost (``tdp.silence.*`` for silence, ``tdp.*.*`` otherwise).
-It has the layout of ``lexicon.Automaton`` (state 0 initial, one final state, one frame per edge).
+Monophone tying as RASR's: the phonemes of the inventory in order (silence = the phonemes of the
+silence lemma's pronunciations, one HMM state; the others N = ``hmm.states-per-phone`` states) get
+consecutive class indices. An orthography is parsed into lemmas by longest match of the lemmas'
+orthographies over its words; a word no lemma starts with takes the unknown lemma. The automaton is
+built by ``automaton.build_automaton`` (RASR's graph builder, transition model and exporter rules).
 CTC uses the first pronunciation of each word: label k - 1 for phoneme k, blank last.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
 
+from .automaton import ExporterConfig, build_automaton, monophone_labels
 from .bliss import BlissError, Node, first, parse_xml
 from .lexicon import Automaton, ctc_topology, linear_alignment
 
@@ -32,7 +31,8 @@ DEFAULT_STATES_PER_PHONE = 3
 
 @dataclass(frozen=True)
 class TransitionCosts:
-    """-log transition probabilities: staying in an HMM state (loop) and leaving it (forward)."""
+    """Kept for callers of the former constructor argument; the automaton's costs come from the
+    exporter configuration (``automaton.ExporterConfig``)."""
 
     loop: float = 0.0
     forward: float = 0.0
@@ -46,20 +46,6 @@ class Lemma:
     pronunciations: list[tuple[tuple[str, ...], float]]  # (phonemes, score)
     special: Optional[str]
     line: int
-
-
-@dataclass
-class _Graph:
-    """Positions (one HMM state each) of an unrolled orthography and the transitions between them."""
-
-    labels: list[int] = field(default_factory=list)
-    silence: list[bool] = field(default_factory=list)
-    arcs: list[tuple[int, int, float]] = field(default_factory=list)  # (from, to, extra cost); -1 = start
-
-    def add(self, label: int, is_silence: bool) -> int:
-        self.labels.append(label)
-        self.silence.append(is_silence)
-        return len(self.labels) - 1
 
 
 class BlissLexicon:
@@ -94,7 +80,8 @@ class BlissLexicon:
         self._by_orth: dict[tuple[str, ...], Lemma] = {}
         for lemma in self.lemmas:
             for orth in lemma.orths:
-                self._by_orth.setdefault(tuple(orth.split()), lemma)
+                if orth.split():
+                    self._by_orth.setdefault(tuple(orth.split()), lemma)
         self._longest = max((len(k) for k in self._by_orth), default=1)
 
     # -- reading --------------------------------------------------------------------------------------
@@ -121,7 +108,7 @@ class BlissLexicon:
         special = node.attrib.get("special")
         if special is not None and special not in SPECIALS:
             raise node.error(f"unknown special={special!r}; expected one of {', '.join(SPECIALS)}")
-        orths = [o.text for o in node.find_all("orth") if o.text]
+        orths = [o.text or "" for o in node.find_all("orth")]  # "" = <orth/>: matches the empty word sequence
         prons = []
         known = set(self.phonemes)
         for ph in node.find_all("phon"):
@@ -137,7 +124,7 @@ class BlissLexicon:
                 raise ph.error(f"<phon score={ph.attrib['score']!r}> is not a number") from None
             if symbols:
                 prons.append((symbols, score))
-        if not orths and special is None:
+        if not any(orths) and special is None:
             raise node.error("<lemma> has no <orth>")
         return Lemma(orths, prons, special, node.line)
 
@@ -166,13 +153,18 @@ class BlissLexicon:
         return out
 
     # -- labels ---------------------------------------------------------------------------------------
+    @cached_property
+    def _monophone(self) -> dict:
+        return monophone_labels(self, self.states_per_phone)
+
     @property
     def num_hmm_labels(self) -> int:
-        return 1 + self.states_per_phone * len(self.phoneme_index)
+        return sum(len(v) for v in self._monophone.values())
 
     @property
     def silence_label(self) -> int:
-        return 0
+        sil = [self._monophone[p][0] for p in self.phonemes if p in self.silence_phonemes]
+        return sil[0] if sil else -1
 
     @property
     def num_ctc_labels(self) -> int:
@@ -188,72 +180,15 @@ class BlissLexicon:
         raise ValueError("corpus.synthetic needs the built-in lexicon; with lexicon.file give a corpus.file")
 
     def hmm_labels(self, phoneme: str) -> list[int]:
-        """The emission indices of a phoneme's HMM states: [0] for silence."""
-        if phoneme in self.silence_phonemes:
-            return [0]
-        base = 1 + self.states_per_phone * (self.phoneme_index[phoneme] - 1)
-        return list(range(base, base + self.states_per_phone))
+        """The emission indices of a phoneme's HMM states, by RASR's monophone state tying: classes
+        numbered over the inventory in order, silence one state."""
+        return list(self._monophone[phoneme])
 
-    # -- automata -------------------------------------------------------------------------------------
-    def _graph(self, orthography: str) -> tuple[_Graph, list[int]]:
-        """The positions and arcs of the orthography, and the positions a path may end in."""
-        g = _Graph()
-        has_silence = bool(self.silence_phonemes)
-        frontier = [-1]  # where the next element may be entered from (-1: the start)
-
-        def optional_silence() -> None:
-            if has_silence:
-                s = g.add(0, True)
-                g.arcs.extend((f, s, 0.0) for f in frontier)
-                frontier.append(s)
-
-        lemmas = [lm for lm in self.lemmas_of(orthography) if lm.pronunciations]
-        if not lemmas:
-            if not has_silence:
-                return g, []
-            s = g.add(0, True)
-            g.arcs.append((-1, s, 0.0))
-            return g, [s]
-        optional_silence()
-        for lemma in lemmas:
-            ends = []
-            for phonemes, score in lemma.pronunciations:
-                prev = None
-                for ph in phonemes:
-                    for label in self.hmm_labels(ph):
-                        p = g.add(label, label == 0)
-                        if prev is None:
-                            g.arcs.extend((f, p, score) for f in frontier)
-                        else:
-                            g.arcs.append((prev, p, 0.0))
-                        prev = p
-                ends.append(prev)
-            frontier[:] = ends
-            optional_silence()
-        return g, list(frontier)
-
-    def hmm_automaton(self, orthography: str) -> Automaton:
-        """The allophone-state automaton (module docstring), weights = transition costs + scores."""
-        g, finals = self._graph(orthography)
-        c = self.costs
-        P = len(g.labels)
-        sink = P + 1
-        edges: list[tuple[int, int, int, float]] = []
-        for p in range(P):
-            edges.append((p + 1, p + 1, g.labels[p], c.silence_loop if g.silence[p] else c.loop))
-        for f, t, extra in g.arcs:
-            leave = 0.0 if f < 0 else (c.silence_forward if g.silence[f] else c.forward)
-            edges.append((f + 1, t + 1, g.labels[t], leave + extra))
-        final_set = set(finals)
-        edges += [(f, sink, lab, w) for (f, t, lab, w) in edges if t - 1 in final_set]
-        arr = np.array([e[:3] for e in edges], dtype=np.int64).reshape(-1, 3)
-        return Automaton(
-            num_states=P + 2,
-            edges_from=arr[:, 0].copy(),
-            edges_to=arr[:, 1].copy(),
-            edges_label=arr[:, 2].copy(),
-            weights=np.array([e[3] for e in edges], dtype=np.float32),
-        )
+    # -- automata (built by automaton.build_automaton) -----------------------------------------------
+    def hmm_automaton(self, orthography: str, exporter=None) -> Automaton:
+        """The allophone-state automaton as RASR exports it (``automaton.build_automaton``); without
+        ``exporter``, RASR's defaults with this lexicon's states per phone."""
+        return build_automaton(exporter or ExporterConfig(), self, orthography)
 
     def ctc_automaton(self, orthography: str) -> Automaton:
         """CTC over the phonemes (no silence) of each word's first pronunciation."""
@@ -265,19 +200,14 @@ class BlissLexicon:
         """A linear segmentation of the first pronunciations' HMM states (no silence) over the frames,
         for generated features; None if they do not fit."""
         labels = [lab for lm in self.lemmas_of(orthography) if lm.pronunciations
-                  for p in lm.pronunciations[0][0] for lab in self.hmm_labels(p) if lab != 0]
+                  for p in lm.pronunciations[0][0] if p not in self.silence_phonemes for lab in self.hmm_labels(p)]
         return linear_alignment(labels, num_frames)
 
     @classmethod
     def from_config(cls, cfg) -> BlissLexicon:
-        """The lexicon of ``--*.model-combination.lexicon.file`` with ``hmm.states-per-phone`` and the
-        ``tdp.*`` costs of the emulator's parsed arguments."""
-        def silence(what: str) -> float:  # RASR's tdp.*.<what> covers silence unless tdp.silence.<what> is set
-            key = f"tdp.silence.{what}"
-            return cfg[key] if cfg.given(key) else cfg[f"tdp.*.{what}"]
-
-        costs = TransitionCosts(cfg["tdp.*.loop"], cfg["tdp.*.forward"], silence("loop"), silence("forward"))
-        return cls(cfg["lexicon.file"], states_per_phone=cfg["hmm.states-per-phone"], costs=costs)
+        """The lexicon of ``--*.model-combination.lexicon.file`` with ``hmm.states-per-phone`` of the
+        emulator's parsed arguments (the transition costs are the exporter's: ``automaton.exporter_config``)."""
+        return cls(cfg["lexicon.file"], states_per_phone=cfg["hmm.states-per-phone"])
 
     def __repr__(self) -> str:
         return (f"BlissLexicon({self.path!r}, {len(self.phonemes)} phonemes, {len(self.lemmas)} lemmas, "

@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import SprintControlError
 from . import criteria
 from .args import VERSION_NUMBER
+from .automaton import ExporterConfig, build_automaton, default_exporter
 from .corpus import Corpus, empty_corpus
 from .lexicon import Lexicon
 
@@ -102,6 +103,8 @@ class Callback:
         num_labels: Optional[int] = None,
         input_in_log_space: bool = True,
         on_fatal: Callable[[str], NoReturn] = raise_fatal,
+        exporter: Optional[ExporterConfig] = None,
+        alignments: Optional[dict] = None,
     ):
         self.corpus = corpus if corpus is not None else empty_corpus()
         self.criterion = criteria.check_criterion(criterion)
@@ -110,6 +113,9 @@ class Callback:
         self.num_labels = num_labels
         self.input_in_log_space = bool(input_in_log_space)
         self.on_fatal = on_fatal
+        # the alignment-fsa-exporter's configuration: the automata exported, whatever the criterion
+        self.exporter = exporter if exporter is not None else default_exporter(self.criterion)
+        self.alignments = alignments or {}  # segment name -> frame labels (the alignment file)
         self.criterion_initialized = False
         self.calls: dict[str, int] = {}
 
@@ -202,9 +208,9 @@ class Callback:
         alignment = self._alignment(a["alignment"]) if "alignment" in a else None
         self.criterion_initialized = True
         crit = self.criterion
-        if crit == "cross-entropy" and out_type == "error-signal":
+        if crit in criteria.ALIGNMENT_CRITERIA and out_type == "error-signal":
             self.on_fatal(
-                "PythonControl: the cross-entropy criterion gives no plain 'error-signal' (not implemented); "
+                f"PythonControl: the {crit} criterion gives no plain 'error-signal' (not implemented); "
                 "ask for 'error-signal-before-softmax' (with --*.input-in-log-space=false)"
             )
         orthography = a.get("orthography")
@@ -212,8 +218,8 @@ class Callback:
         if alignment is None and seg_name is not None and crit not in ("bench", "none"):
             # The criterion takes what the call lacks from the corpus by segment name: the orthography for
             # the automaton criteria, the frame alignment for cross-entropy.
-            if crit == "cross-entropy":
-                alignment = self._segment(seg_name, "calculate_criterion").alignment
+            if crit in criteria.ALIGNMENT_CRITERIA:
+                alignment = self.segment_alignment(seg_name, "calculate_criterion")
             elif orthography is None:
                 orthography = self._segment(seg_name, "calculate_criterion").orthography
         # Input space: log-posteriors for "error-signal" (RASR's --*.input-in-log-space=true), probabilities
@@ -225,12 +231,22 @@ class Callback:
         else:
             in_log_space = self.input_in_log_space
         log_post = criteria.as_log_posteriors(posteriors.T, in_log_space)
+        try:
+            return self._criterion_result(crit, out_type, log_post, orthography, alignment, seg_name)
+        except ValueError as exc:
+            if seg_name is None:
+                raise
+            raise ValueError(f"PythonControl callback(): calculate_criterion: segment {seg_name!r}: {exc}") from None
+
+    def _criterion_result(self, crit, out_type, log_post, orthography, alignment, seg_name):
         if out_type == "pseudo-targets":
-            loss, tgt = criteria.targets(crit, log_post, orthography, alignment, self.lexicon)
+            loss, tgt = criteria.targets(crit, log_post, orthography, alignment, self.lexicon, self.exporter)
             if loss is None:
                 return None, None
+            if crit in ("squared-error", "binary-divergence"):  # RASR: these have no pseudo-targets
+                return float(np.float32(loss)), None
             return float(np.float32(loss)), np.asfortranarray(tgt.T, dtype=np.float32)
-        loss, err = criteria.compute_criterion(crit, log_post, orthography, alignment, self.lexicon)
+        loss, err = criteria.compute_criterion(crit, log_post, orthography, alignment, self.lexicon, self.exporter)
         if loss is None:
             log.info("segment %s discarded by the %s criterion", seg_name or orthography, crit)
             return None, None
@@ -241,12 +257,22 @@ class Callback:
 
     def _fsa_by_orthography(self, cmd, args, kwargs):
         a = _parse(cmd, args, kwargs, [("orthography", "s", True)])
-        return criteria.automaton(self.criterion, a["orthography"], self.lexicon).export()
+        return build_automaton(self.exporter, self.lexicon, a["orthography"]).export()
 
     def _fsa_by_segment_name(self, cmd, args, kwargs):
         a = _parse(cmd, args, kwargs, [("segment_name", "s", True)])
         seg = self._segment(a["segment_name"], "export_allophone_state_fsa_by_segment_name")
-        return criteria.automaton(self.criterion, seg.orthography, self.lexicon).export()
+        try:
+            return build_automaton(self.exporter, self.lexicon, seg.orthography).export()
+        except ValueError as exc:
+            raise ValueError(f"PythonControl export_allophone_state_fsa_by_segment_name: segment "
+                             f"{seg.name!r}: {exc}") from None
+
+    def segment_alignment(self, name: str, what: str):
+        """The frame alignment of a corpus segment: from the alignment file, else the corpus's own."""
+        if name in self.alignments:
+            return self.alignments[name]
+        return self._segment(name, what).alignment
 
     def _orthography_by_segment_name(self, cmd, args, kwargs):
         a = _parse(cmd, args, kwargs, [("segment_name", "s", True)])

@@ -10,6 +10,8 @@ a one-hot of the alignment for cross-entropy). The posteriors are ``exp(log_post
   lexicon, see ``lexicon.py``) under the posteriors, by forward-backward in log space.
 - ``ctc``: the same with the blank-label topology.
 - ``cross-entropy``: -sum_t log p(alignment[t] | t); needs a frame alignment.
+- ``squared-error``, ``binary-divergence``: RASR's, against the frame alignment (one-hot targets);
+  their error signal (only "before softmax", as RASR) is RASR's natural pairing with a softmax.
 - ``bench``: a cheap vectorised criterion for throughput measurements: cross-entropy against the
   frame-wise argmax; any label count.
 - ``none``: loss 0 and a zero error signal.
@@ -19,18 +21,22 @@ A segment whose automaton has no path of exactly T frames is discarded: ``(None,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Optional
 
 import numpy as np
 
 from .. import fsa as _fsa
+from .automaton import ExporterConfig, build_automaton, default_exporter
 from .lexicon import Automaton, Lexicon
 
 log = logging.getLogger("sprint_control.emulator.criteria")
 
 
-CRITERIA = ("ctc", "fsa", "full-sum", "cross-entropy", "bench", "none")
+CRITERIA = ("ctc", "fsa", "full-sum", "cross-entropy", "squared-error", "binary-divergence", "bench", "none")
+#: the criteria that need a frame alignment
+ALIGNMENT_CRITERIA = ("cross-entropy", "squared-error", "binary-divergence")
 AUTOMATON_CRITERIA = ("ctc", "fsa", "full-sum")
 DEFAULT_CRITERION = "ctc"
 DEFAULT_LEXICON = Lexicon()
@@ -64,13 +70,19 @@ def num_labels(criterion: str, lexicon: Optional[Lexicon] = None, default: Optio
     return lexicon.num_hmm_labels
 
 
-def automaton(criterion: str, orthography: str, lexicon: Optional[Lexicon] = None) -> Automaton:
-    """The allophone-state automaton the criterion uses for an orthography (HMM topology for every
-    criterion except ``ctc``, as RASR's exporter does not depend on the criterion)."""
+def automaton(criterion: str, orthography: str, lexicon: Optional[Lexicon] = None,
+              exporter: Optional[ExporterConfig] = None) -> Automaton:
+    """The automaton the criterion uses for an orthography: the ``ctc`` criterion always the CTC
+    topology, the others the exporter's (``automaton.build_automaton``; without ``exporter``, RASR's
+    HMM defaults)."""
     lexicon = lexicon or DEFAULT_LEXICON
     if criterion == "ctc":
         return lexicon.ctc_automaton(orthography)
-    return lexicon.hmm_automaton(orthography)
+    if exporter is None:
+        exporter = default_exporter(criterion)
+    elif exporter.topology != "hmm":
+        exporter = dataclasses.replace(exporter, topology="hmm")
+    return build_automaton(exporter, lexicon, orthography)
 
 
 def _targets(
@@ -79,6 +91,7 @@ def _targets(
     orthography: Optional[str],
     alignment: Optional[np.ndarray],
     lexicon: Optional[Lexicon],
+    exporter: Optional[ExporterConfig] = None,
 ) -> tuple[Optional[float], Optional[np.ndarray], Optional[np.ndarray]]:
     """``(loss, targets (T, L) float64, columns)``: ``columns`` are the labels whose target can be
     non-zero (None: any), so that big label counts are only touched where needed."""
@@ -99,7 +112,7 @@ def _targets(
                 f"criterion {criterion!r} with this lexicon has {need} labels, but the posteriors have {L} "
                 f"(shape (time, label) = {lp.shape})"
             )
-        fsa = automaton(criterion, orthography, lexicon)
+        fsa = automaton(criterion, orthography, lexicon, exporter)
         log_total, occ = _fsa.forward_backward(
             lp, fsa.num_states, fsa.edges_from, fsa.edges_to, fsa.edges_label, fsa.weights, fsa.start, fsa.final
         )
@@ -108,9 +121,10 @@ def _targets(
         return -log_total, occ, np.unique(fsa.edges_label)
     if criterion == "bench":
         align = np.argmax(lp, axis=1)
-    else:  # cross-entropy
+    else:  # cross-entropy, squared-error, binary-divergence
         if alignment is None:
-            raise ValueError("cross-entropy needs a frame alignment (from the corpus or the 'alignment' argument)")
+            raise ValueError(f"{criterion} needs a frame alignment (from the corpus, the alignment file or the "
+                             "'alignment' argument)")
         align = np.asarray(alignment).reshape(-1)
         if align.shape[0] != T:
             raise ValueError(f"alignment has {align.shape[0]} frames, posteriors have {T}")
@@ -121,10 +135,32 @@ def _targets(
         if T and (align.min() < 0 or align.max() >= L):
             raise ValueError(f"alignment label out of range [0, {L})")
     rows = np.arange(T)
-    loss = -float(np.sum(lp[rows, align], dtype=np.float64))
     tgt = np.zeros((T, L))
     tgt[rows, align] = 1.0
+    if criterion == "squared-error":
+        return float(np.sum((np.exp(lp.astype(np.float64)) - tgt) ** 2)), tgt, None
+    if criterion == "binary-divergence":
+        y = np.exp(lp.astype(np.float64))
+        with np.errstate(divide="ignore"):
+            return -float(np.sum(np.where(tgt > 0, np.log(y), np.log1p(-y)))), tgt, None
+    loss = -float(np.sum(lp[rows, align], dtype=np.float64))
     return loss, tgt, np.unique(align)
+
+
+def error_signal_after_softmax(criterion: str, posteriors: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """RASR's "natural pairing" of squared-error and binary-divergence with a softmax output layer:
+    the error signal with respect to the pre-softmax activations, (T, L) float64 from posteriors y
+    and one-hot targets d. Squared error: y * (y - d - sum_k (y_k - d_k) y_k) (half the gradient of
+    its loss, as RASR computes it); binary divergence: the gradient of -log y_a - sum_{l != a} log(1 - y_l)."""
+    y = posteriors
+    if criterion == "squared-error":
+        e = y - targets
+        return y * (e - np.sum(e * y, axis=1, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where((targets == 0) & (y < 1.0), y / (1.0 - y), 0.0)
+        const = np.sum(ratio, axis=1, keepdims=True) - 1.0
+        other = np.where(y < 1.0, y * (1.0 / (1.0 - y) - const), 0.0)
+    return np.where(targets > 0, -1.0 - y * const, other)
 
 
 def targets(
@@ -133,11 +169,12 @@ def targets(
     orthography: Optional[str] = None,
     alignment: Optional[np.ndarray] = None,
     lexicon: Optional[Lexicon] = None,
+    exporter: Optional[ExporterConfig] = None,
 ) -> tuple[Optional[float], Optional[np.ndarray]]:
     """``(loss, targets (T, L) float64)``, or ``(None, None)`` when the segment is discarded. The
     targets are what the posteriors are pulled towards: occupancies, or the one-hot alignment
     (RASR's "pseudo-targets")."""
-    loss, tgt, _ = _targets(criterion, log_posteriors, orthography, alignment, lexicon)
+    loss, tgt, _ = _targets(criterion, log_posteriors, orthography, alignment, lexicon, exporter)
     return loss, tgt
 
 
@@ -147,6 +184,7 @@ def compute_criterion(
     orthography: Optional[str] = None,
     alignment: Optional[np.ndarray] = None,
     lexicon: Optional[Lexicon] = None,
+    exporter: Optional[ExporterConfig] = None,
 ) -> tuple[Optional[float], Optional[np.ndarray]]:
     """Loss and error signal for (T, L) log-posteriors: ``(loss, error_signal float32 (T, L))``, the
     error signal being d loss / d pre-softmax activations = posteriors - targets; ``(None, None)``
@@ -162,11 +200,14 @@ def compute_criterion(
         loss = -float(np.sum(lp32[rows, align], dtype=np.float64))
         err[rows, align] -= 1.0
         return loss, err
-    loss, tgt, cols = _targets(criterion, lp, orthography, alignment, lexicon)
+    loss, tgt, cols = _targets(criterion, lp, orthography, alignment, lexicon, exporter)
     if loss is None:
         return None, None
     if criterion == "none":
         return 0.0, np.zeros(lp.shape, dtype=np.float32)
+    if criterion in ("squared-error", "binary-divergence"):
+        y = np.exp(lp.astype(np.float64))
+        return float(loss), error_signal_after_softmax(criterion, y, tgt).astype(np.float32)
     # posteriors - targets; float32 input is exponentiated in float32 (fast) and only the columns with
     # targets are computed in float64, so (1000, 9001) matrices cost little beyond one exp.
     if cols is None:

@@ -24,7 +24,9 @@ from typing import Any, Callable, NoReturn, Optional
 import numpy as np
 
 from . import criteria
+from .alignments import load_alignments
 from .args import VERSION_NUMBER, Config
+from .automaton import exporter_config
 from .bliss import select_segments
 from .bliss_lexicon import BlissLexicon
 from .callback import Callback, EmulatorFatalError, make_capsule
@@ -118,6 +120,16 @@ class Host:
         self.version_number = version_number_from_config(cfg)
         extra = cfg["corpus.num-labels"] or None
         self.num_labels = criteria.num_labels(self.criterion, self.lexicon, default=extra)
+        self.exporter = exporter_config(cfg)
+        for message in self.exporter.warnings:
+            log.warning("%s", message)
+        lemmas = getattr(self.lexicon, "lemmas", ())
+        if self.exporter.topology == "hmm" and any(len(lm.pronunciations) > 1 for lm in lemmas):
+            log.warning("the lexicon has pronunciation variants: the emulator numbers parallel variant branches "
+                        "in lexicon order, RASR after its FSA library's normalisation, so their state numbers "
+                        "(and the edge order) may differ from RASR's; paths and weights are the same")
+        self.alignments = (load_alignments(cfg["corpus.alignment-file"], self.corpus, self.num_labels)
+                           if cfg["corpus.alignment-file"] else {})
         self.callback = Callback(
             corpus=self.corpus,
             criterion=self.criterion,
@@ -126,6 +138,8 @@ class Host:
             num_labels=self.num_labels,
             input_in_log_space=cfg["input-in-log-space"],
             on_fatal=on_fatal,
+            exporter=self.exporter,
+            alignments=self.alignments,
         )
         self.reference = make_capsule()
         self.stats = {"segments": 0, "discarded": 0, "unknown": 0, "frames": 0, "loss": 0.0}
@@ -244,10 +258,11 @@ class Host:
                 features = seg.features.T  # (dim, time), F-contiguous like RASR's column-major matrix
             alignment = None
             if extract_alignments:
-                if seg.alignment is None:
+                seg_alignment = self.alignments.get(seg.name, seg.alignment)  # the alignment file first
+                if seg_alignment is None:
                     log.error("segment %r has no alignment", seg.name)
                 else:
-                    alignment = seg.alignment.astype(np.uint32, copy=False)
+                    alignment = seg_alignment.astype(np.uint32, copy=False)
             if first:
                 input_dim = self.corpus.feature_dim if extract_features else -1
                 output_dim = self.lexicon.num_hmm_labels if extract_alignments else -1
@@ -282,9 +297,9 @@ class Host:
         else:
             log.info("PythonControl(%s) is disabled", unit)
         in_log = cfg["input-in-log-space"]
-        if self.criterion == "cross-entropy" and in_log:
+        if self.criterion in criteria.ALIGNMENT_CRITERIA and in_log:
             self.fatal(
-                "the cross-entropy criterion gives no error signal for log-space input (not implemented); "
+                f"the {self.criterion} criterion gives no error signal for log-space input (not implemented); "
                 "use --*.input-in-log-space=false"
             )
         order = self.segments(self.segment_order(module))
@@ -321,7 +336,9 @@ class Host:
             log_post = criteria.as_log_posteriors(out.T, in_log)
             try:
                 loss, err = criteria.compute_criterion(
-                    self.criterion, log_post, orthography=seg.orthography, alignment=seg.alignment, lexicon=self.lexicon
+                    self.criterion, log_post, orthography=seg.orthography,
+                    alignment=self.alignments.get(seg.name, seg.alignment), lexicon=self.lexicon,
+                    exporter=self.exporter,
                 )
             except ValueError as exc:
                 self.fatal(f"criterion {self.criterion}: segment {seg.name!r}: {exc}")

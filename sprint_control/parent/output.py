@@ -32,6 +32,8 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|F
 # line or several
 _XML_ERROR = re.compile(r"<(critical-error|error)\b[^>]*>(.*?)</\1>", re.DOTALL)
 # plain forms: "critical error: ...", "error: ...", also after a "[component]" prefix
+# a child's warning line: "[emulator] warning: ...", "warning: ...", RASR's "<warning ...>text</warning>"
+_WARNING = re.compile(r"^(\[[^\]]*\]\s*)?warning\s*:\s*\S|^<warning\b", re.IGNORECASE)
 _PLAIN_ERROR = re.compile(r"^(\[[^\]]*\]\s*)?(critical[ -]error|error)\s*:\s*\S", re.IGNORECASE)
 
 
@@ -139,7 +141,10 @@ class OutputDrain:
         self._pending = bytearray()
         self._dropped = 0
         self.lines.append(line)
-        child_logger.debug("%s: %s", self.label, line)
+        if _WARNING.match(line):  # a warning reaches the parent's log without echo_output
+            child_logger.warning("%s: %s", self.label, line)
+        else:
+            child_logger.debug("%s: %s", self.label, line)
 
     def join(self, timeout: float) -> None:
         if self.thread.is_alive():

@@ -6,7 +6,6 @@ lexica (inventory, lemmas, special lemmas, monophone labels), the automata built
 from __future__ import annotations
 
 import gzip
-import itertools
 import math
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import pytest
 
 from sprint_control.emulator import criteria
 from sprint_control.emulator.args import parse_args
+from sprint_control.emulator.automaton import build_automaton, exporter_config
 from sprint_control.emulator.bliss import BlissError, read_bliss_corpus
-from sprint_control.emulator.bliss_lexicon import BlissLexicon, TransitionCosts
+from sprint_control.emulator.bliss_lexicon import BlissLexicon
 from sprint_control.emulator.callback import Callback
 from sprint_control.emulator.corpus import load_corpus
 from sprint_control.emulator.host import Host
@@ -120,9 +120,9 @@ def test_corpus_errors_name_file_and_line(tmp_path, text, line, what):
 
 def test_lexicon_labels_follow_monophone_tying(files):
     lex = BlissLexicon(files["lexicon.xml"], states_per_phone=3)
-    # non-silence phonemes in inventory order: a (k=1), b (k=2), c (k=3); silence is 0
-    assert lex.hmm_labels("[SILENCE]") == [0]
-    assert lex.hmm_labels("a") == [1, 2, 3] and lex.hmm_labels("b") == [4, 5, 6] and lex.hmm_labels("c") == [7, 8, 9]
+    # RASR's monophone tying: the inventory in order (a, [SILENCE], b, c), silence one state
+    assert lex.hmm_labels("[SILENCE]") == [3]
+    assert lex.hmm_labels("a") == [0, 1, 2] and lex.hmm_labels("b") == [4, 5, 6] and lex.hmm_labels("c") == [7, 8, 9]
     assert lex.num_hmm_labels == 10 == criteria.num_labels("fsa", lex)
     assert lex.num_ctc_labels == 4 == criteria.num_labels("ctc", lex)
 
@@ -188,56 +188,6 @@ def _path_sum(fsa, lp: np.ndarray) -> float:
     return float(np.logaddexp.reduce(scores)) if scores else -math.inf
 
 
-def _spec_sum(lex: BlissLexicon, prons_per_word: list, lp: np.ndarray, costs: TransitionCosts) -> float:
-    """The same sum from the topology's description, not from the automaton: optional silence before,
-    between and after the words, one pronunciation per word (its score added), every HMM state held
-    for d >= 1 frames at (d - 1) loop costs, left at its forward cost unless it is the last."""
-    T = lp.shape[0]
-    scores = []
-    n_words = len(prons_per_word)
-    for sil in itertools.product((False, True), repeat=n_words + 1):
-        for choice in itertools.product(*prons_per_word):
-            units, extra = [], 0.0
-            for i in range(n_words + 1):
-                if sil[i]:
-                    units.append(0)
-                if i < n_words:
-                    phonemes, score = choice[i]
-                    extra += score
-                    units += [lab for p in phonemes for lab in lex.hmm_labels(p)]
-            for cuts in itertools.combinations(range(1, T), len(units) - 1):
-                durations = np.diff((0, *cuts, T))
-                seq = np.repeat(units, durations)
-                w = extra
-                for j, (u, d) in enumerate(zip(units, durations)):
-                    loop, fwd = (costs.silence_loop, costs.silence_forward) if u == 0 else (costs.loop, costs.forward)
-                    w += loop * (d - 1) + (fwd if j < len(units) - 1 else 0.0)
-                scores.append(float(lp[np.arange(T), seq].sum()) - w)
-    return float(np.logaddexp.reduce(scores)) if scores else -math.inf
-
-
-@pytest.mark.parametrize("states,costs", [
-    (1, TransitionCosts()),
-    (2, TransitionCosts(loop=0.7, forward=0.2, silence_loop=0.1, silence_forward=1.3)),
-])
-def test_full_sum_loss_equals_brute_force_over_the_exported_automaton(files, states, costs):
-    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=states, costs=costs)
-    rng = np.random.default_rng(states)
-    T = 7
-    a = rng.standard_normal((T, lex.num_hmm_labels))
-    lp = a - np.log(np.exp(a).sum(axis=1, keepdims=True))
-    fsa = criteria.automaton("fsa", "ab c", lex)
-    brute = _path_sum(fsa, lp)
-    ab = [(("a", "b"), 0.0), (("b",), 0.5)]
-    spec = _spec_sum(lex, [ab, [(("c",), 0.0)]], lp, costs)
-    assert brute > -math.inf
-    assert brute == pytest.approx(spec, abs=1e-6)
-    loss, err = criteria.compute_criterion("fsa", lp, orthography="ab c", lexicon=lex)
-    assert loss == pytest.approx(-brute, abs=1e-5)
-    # the error signal is posteriors - occupancies: every frame's occupancies sum to 1
-    np.testing.assert_allclose((np.exp(lp) - err).sum(axis=1), 1.0, atol=1e-5)
-
-
 def test_ctc_over_the_first_pronunciations(files):
     lex = BlissLexicon(files["lexicon.xml"], states_per_phone=2)
     fsa = criteria.automaton("ctc", "AB new", lex)  # a b | b: labels a=0, b=1, c=2, blank=3
@@ -278,16 +228,18 @@ tdp.silence.forward = 2.0
     lex = host.lexicon
     assert isinstance(lex, BlissLexicon) and lex.states_per_phone == 2
     # tdp.*.loop covers silence, as in RASR, unless tdp.silence.loop is given
-    assert lex.costs == TransitionCosts(loop=0.5, forward=0.25, silence_loop=0.5, silence_forward=2.0)
+    ex = host.exporter
+    assert (ex.phone.loop, ex.phone.forward, ex.silence.loop, ex.silence.forward) == (0.5, 0.25, 0.5, 2.0)
     assert host.corpus.names == ["train/rec1/s1", "train/dev/rec3/y"]  # corpus order, listed only
     assert host.num_labels == lex.num_hmm_labels == 7
-    cb = Callback(host.corpus, criterion="fsa", lexicon=lex)
+    cb = Callback(host.corpus, criterion="fsa", lexicon=lex, exporter=host.exporter)
     n, e, edges, weights = cb("export_allophone_state_fsa_by_segment_name", "train/dev/rec3/y")
-    ref = lex.hmm_automaton("new york c").export()
+    ref = build_automaton(host.exporter, lex, "new york c").export()
     assert (n, e) == ref[:2]
     np.testing.assert_array_equal(edges, ref[2])
     np.testing.assert_array_equal(weights, ref[3])
-    assert set(np.unique(weights)) <= {0.0, 0.25, 0.5, 2.0, 2.25}
+    # loop 0.5, forward 0.25, skip 3 (RASR's default), exit 0: no silence (no <orth/> in the silence lemma)
+    assert set(np.unique(weights)) <= {0.0, 0.25, 0.5, 3.0}
 
 
 def test_synthetic_corpus_needs_the_built_in_lexicon(files):
@@ -309,7 +261,8 @@ def test_emulator_children_serve_a_bliss_setup_from_one_rasr_config(files, tmp_p
     config.write_text(f"[*]\ncorpus.file = {files['corpus.xml']}\nmodel-combination.lexicon.file = "
                       f"{files['lexicon.xml']}\ntraining-criterion = fsa\nhmm.states-per-phone = 2\n"
                       "tdp.*.loop = 0.3\nlog-level = warning\n")
-    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=2, costs=TransitionCosts(0.3, 0.0, 0.3, 0.0))
+    lex = BlissLexicon(files["lexicon.xml"], states_per_phone=2)
+    exporter = exporter_config(parse_args([f"--config={config}"]))
     corpus = load_corpus(files["corpus.xml"], lexicon=lex)
     segs = [s for s in corpus if s.name != "train/dev/rec3/y"]  # 12 frames: room for its path
     rng = np.random.default_rng(0)
@@ -321,10 +274,11 @@ def test_emulator_children_serve_a_bliss_setup_from_one_rasr_config(files, tmp_p
         res = pool.compute(lp, lengths, [s.name for s in segs])
         edges, weights, _ = pool.automata([s.name for s in segs])
     for b, s in enumerate(segs):
-        loss, err = criteria.compute_criterion("fsa", lp[: s.num_frames, b], orthography=s.orthography, lexicon=lex)
+        loss, err = criteria.compute_criterion("fsa", lp[: s.num_frames, b], orthography=s.orthography, lexicon=lex,
+                                               exporter=exporter)
         assert res.loss[b] == pytest.approx(loss, rel=1e-5)
         np.testing.assert_allclose(res.error_signal[: s.num_frames, b], err, atol=1e-5)
-    want = np.concatenate([lex.hmm_automaton(s.orthography).weights for s in segs])
+    want = np.concatenate([build_automaton(exporter, lex, s.orthography).weights for s in segs])
     np.testing.assert_array_equal(weights, want)
     assert edges.shape[1] == want.size
 
