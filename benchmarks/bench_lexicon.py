@@ -120,3 +120,49 @@ class LexiconLoad:
         return (t2 - t1) / max(t1 - t0, 1e-9)
 
     track_cached_over_bare_expat.unit = "ratio"  # type: ignore[attr-defined]
+
+
+_ONE_LOAD = r"""
+import resource, sys, time
+mode, path = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+if mode == "expat":
+    from benchmarks.bench_lexicon import bare_parse
+    bare_parse(path)
+elif mode == "etree":
+    import xml.etree.ElementTree as ET
+    ET.parse(path)
+else:
+    from sprint_control.emulator.bliss_lexicon import BlissLexicon
+    BlissLexicon(path)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def figures(num_lemmas: int = NUM_LEMMAS, repeats: int = 3) -> list[tuple[str, float, float]]:
+    """``(load, best seconds, peak RSS MB)`` of each kind of load, one fresh process per load (the
+    table of docs/benchmarks.md): ``python -m benchmarks.bench_lexicon``."""
+    import shutil
+
+    path = lexicon_file(num_lemmas)
+    cache = os.path.join(_workdir(), f"figures-cache-{num_lemmas}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        for mode in ("expat", "etree", "parsed", "cached"):
+            env = dict(os.environ, SPRINT_CONTROL_CACHE_DIR="off" if mode == "parsed" else cache)
+            if mode == "parsed":
+                shutil.rmtree(cache, ignore_errors=True)
+            if mode == "cached" and not os.path.isdir(cache):
+                subprocess.run([sys.executable, "-c", _ONE_LOAD, "cached", path], env=env, cwd=root, check=True,
+                               capture_output=True)
+            out = subprocess.run([sys.executable, "-c", _ONE_LOAD, mode, path], env=env, cwd=root, check=True,
+                                 capture_output=True, text=True).stdout.split()
+            rows.setdefault(mode, []).append((float(out[0]), float(out[1])))
+    return [(mode, min(t for t, _ in v), max(m for _, m in v)) for mode, v in rows.items()]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print("| load | seconds | peak RSS |\n|---|---|---|")
+    for mode, seconds, mb in figures():
+        print(f"| {mode} | {seconds:.2f} | {mb:.0f} MB |")

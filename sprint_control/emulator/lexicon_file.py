@@ -138,8 +138,8 @@ class _Reader:
         self.in_lemma = False
         self.lemma_line = 0
         self.lemma_special: Optional[str] = None
-        self.lemma_orths: list[str] = []
-        self.lemma_prons: list[tuple[tuple[int, ...], float]] = []
+        self.lemma_orth0 = self.lemma_pron0 = self.lemma_ph0 = 0
+        self.lemma_prons: list[tuple[int, ...]] = []
         self.lemma_empty: Optional[float] = None
         self.phon_line = 0
         self.phon_score = 0.0
@@ -164,7 +164,9 @@ class _Reader:
             self.in_lemma = True
             self.lemma_line = parser.CurrentLineNumber
             self.lemma_special = a.get("special") if a else None
-            self.lemma_orths = []
+            self.lemma_orth0 = len(self.orths)
+            self.lemma_pron0 = len(self.scores)
+            self.lemma_ph0 = len(self.pron_ph)
             self.lemma_prons = []
             self.lemma_empty = None
         elif tag == "phoneme":
@@ -184,7 +186,7 @@ class _Reader:
         if tag == "orth":
             self.parser.CharacterDataHandler = None
             if self.in_lemma:
-                self.lemma_orths.append(" ".join("".join(self.text).split()))
+                self.orths.append(" ".join("".join(self.text).split()))
         elif tag == "phon":
             self.parser.CharacterDataHandler = None
             if self.in_lemma:
@@ -245,10 +247,13 @@ class _Reader:
             else:
                 self.lemma_empty = self.phon_score
             return
-        if any(p == phonemes for p, _ in self.lemma_prons):
+        if phonemes in self.lemma_prons:
             log.error("%s: duplicate pronunciation", self.where(self.phon_line))
             return
-        self.lemma_prons.append((phonemes, self.phon_score))
+        self.lemma_prons.append(phonemes)
+        self.pron_ph.extend(phonemes)
+        self.pron_off.append(len(self.pron_ph))
+        self.scores.append(self.phon_score)
 
     def _end_phoneme(self) -> None:
         line = self.parser.CurrentLineNumber
@@ -267,12 +272,13 @@ class _Reader:
         self.context.append(True if self.variation is None else self.variation)
 
     def _end_lemma(self) -> None:
-        if not self.lemma_orths:
+        if len(self.orths) == self.lemma_orth0:
             log.warning("%s: Lemma without orthographic form (skipped, as RASR does)", self.where(self.lemma_line))
+            del self.pron_ph[self.lemma_ph0:], self.pron_off[self.lemma_pron0 + 1:], self.scores[self.lemma_pron0:]
             return
-        i = len(self.lines)
         special = self.lemma_special
         if special is not None:
+            i = len(self.lines)
             if special in self.special_names:
                 log.error('%s: Special lemma "%s" already defined (at line %d)', self.where(self.lemma_line), special,
                           self.lines[self.special_names[special]])
@@ -280,12 +286,7 @@ class _Reader:
                 self.special_names[special] = i
                 self.specials[i] = special
         self.lines.append(self.lemma_line)
-        self.orths.extend(self.lemma_orths)
         self.orth_off.append(len(self.orths))
-        for phonemes, score in self.lemma_prons:
-            self.pron_ph.extend(phonemes)
-            self.pron_off.append(len(self.pron_ph))
-            self.scores.append(score)
         self.lemma_pron_off.append(len(self.scores))
         self.empty.append(math.nan if self.lemma_empty is None else self.lemma_empty)
 
