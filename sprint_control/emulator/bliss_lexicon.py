@@ -79,7 +79,7 @@ class BlissLexicon:
         self.special: dict[str, Lemma] = {name: self.lemmas[i] for i, name in sorted(data.specials.items())}
         sil = self.special.get("silence")
         self.silence_phonemes = {p for pron, _ in sil.pronunciations for p in pron} if sil else set()
-        self.phoneme_index = {}  # non-silence phoneme -> k (1-based, inventory order)
+        self.phoneme_index: dict[str, int] = {}  # non-silence phoneme -> k (1-based, inventory order)
         for p in self.phonemes:
             if p not in self.silence_phonemes:
                 self.phoneme_index[p] = len(self.phoneme_index) + 1

@@ -93,7 +93,7 @@ class Corpus:
         self.name = name
         self.segments = list(segments)
         self.feature_dim = int(feature_dim)
-        self._by_name = {}
+        self._by_name: dict[str, Segment] = {}
         for seg in self.segments:
             if seg.name in self._by_name:
                 raise ValueError(f"corpus {name!r}: duplicate segment name {seg.name!r}")

@@ -30,7 +30,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -118,7 +118,7 @@ class _Reader:
 
     def __init__(self, path: str):
         self.path = path
-        self.parser = None
+        self.parser: Any = None  # the expat parser, set by bliss.stream_xml
         self.phonemes: list[str] = []
         self.context: list[bool] = []
         self.symbol_index: dict[str, int] = {}
@@ -352,7 +352,7 @@ def _split(arr: np.ndarray, count: int) -> list[str]:
 def save_cache(data: LexiconData, target: str, digest: str, size: int) -> None:
     """Writes ``data`` to ``target`` atomically (a temporary file in the same directory, renamed)."""
     spec_idx = np.asarray(sorted(data.specials), np.int64)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "meta": np.asarray([CACHE_FORMAT, size], np.int64),
         "digest": np.frombuffer(digest.encode("ascii"), np.uint8),
         "phonemes": _join(data.phonemes),

@@ -15,6 +15,7 @@ import os
 import stat
 import zlib
 from collections.abc import Iterator
+from typing import NoReturn
 
 #: Bytes read at a time.
 CHUNK = 1 << 20
@@ -40,9 +41,9 @@ class InputError(ValueError):
         self.reason = reason or message
 
 
-def _raise(error: type, what: str, path: str, reason: str):
+def _raise(error: type[Exception], what: str, path: str, reason: str) -> NoReturn:
     message = f"{what} {path}: {reason}"
-    err = error(message, reason) if issubclass(error, InputError) else error(message)
+    err: BaseException = error(message, reason) if issubclass(error, InputError) else error(message)
     err.__suppress_context__ = True  # one line: not "during handling of ..."
     raise err
 
