@@ -116,7 +116,7 @@ def stream_xml(path: str, handler, end: Optional[Callable] = None, chars: Option
     parser.buffer_text = True
     if end is None:
         handler.parser = parser
-        parser.StartElementHandler = handler.start
+        parser.StartElementHandler = getattr(handler, "start_root", handler.start)
         parser.EndElementHandler = handler.end
     else:
         start = handler

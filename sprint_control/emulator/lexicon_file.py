@@ -150,19 +150,26 @@ class _Reader:
     def where(self, line: int) -> str:
         return f"{self.path}:{line}"
 
+    def start_root(self, tag: str, a: dict) -> None:
+        """The first element: it must be <lexicon>; then ``start`` takes over."""
+        if tag != "lexicon":
+            raise BlissError(f"{self.path}:{self.parser.CurrentLineNumber}: expected a Bliss lexicon (root element "
+                             f"<lexicon>), got <{tag}>")
+        self.parser.StartElementHandler = self.start
+
     def start(self, tag: str, a: dict) -> None:
-        parser = self.parser
         if tag == "orth" or tag == "symbol" or tag == "variation":
-            self.text = []
-            parser.CharacterDataHandler = self.text.append
+            text = self.text = []
+            self.parser.CharacterDataHandler = text.append
         elif tag == "phon":
-            self.text = []
-            parser.CharacterDataHandler = self.text.append
+            parser = self.parser
+            text = self.text = []
+            parser.CharacterDataHandler = text.append
             self.phon_line = parser.CurrentLineNumber
             self.phon_score = self._score(parser, a) if a else 0.0
         elif tag == "lemma":
             self.in_lemma = True
-            self.lemma_line = parser.CurrentLineNumber
+            self.lemma_line = self.parser.CurrentLineNumber
             self.lemma_special = a.get("special") if a else None
             self.lemma_orth0 = len(self.orths)
             self.lemma_pron0 = len(self.scores)
@@ -175,25 +182,42 @@ class _Reader:
             self.variation = None
         elif tag == "phoneme-inventory":
             if self.inventory_seen:
-                log.error("%s: Phoneme inventory already defined", self.where(parser.CurrentLineNumber))
+                log.error("%s: Phoneme inventory already defined", self.where(self.parser.CurrentLineNumber))
             self.inventory_seen = True
-        elif not self.root_seen and tag != "lexicon":
-            raise BlissError(f"{self.path}:{parser.CurrentLineNumber}: expected a Bliss lexicon (root element "
-                             f"<lexicon>), got <{tag}>")
-        self.root_seen = True
 
     def end(self, tag: str) -> None:
         if tag == "orth":
             self.parser.CharacterDataHandler = None
             if self.in_lemma:
-                self.orths.append(" ".join("".join(self.text).split()))
+                text = self.text
+                self.orths.append(" ".join((text[0] if len(text) == 1 else "".join(text)).split()))
         elif tag == "phon":
             self.parser.CharacterDataHandler = None
             if self.in_lemma:
-                self._phon(" ".join("".join(self.text).split()))
+                text = self.text
+                symbols = (text[0] if len(text) == 1 else "".join(text)).split()
+                try:
+                    phonemes = tuple(map(self.symbol_index.__getitem__, symbols))
+                except KeyError as exc:
+                    self._bad_phon(" ".join(symbols), exc.args[0])
+                    return
+                if not phonemes or phonemes in self.lemma_prons:
+                    self._odd_phon(phonemes)
+                    return
+                self.lemma_prons.append(phonemes)
+                pron_ph = self.pron_ph
+                pron_ph.extend(phonemes)
+                self.pron_off.append(len(pron_ph))
+                self.scores.append(self.phon_score)
         elif tag == "lemma":
             self.in_lemma = False
-            self._end_lemma()
+            if self.lemma_special is None and len(self.orths) > self.lemma_orth0:  # the usual lemma
+                self.lines.append(self.lemma_line)
+                self.orth_off.append(len(self.orths))
+                self.lemma_pron_off.append(len(self.scores))
+                self.empty.append(math.nan if self.lemma_empty is None else self.lemma_empty)
+            else:
+                self._end_lemma()
         elif tag == "symbol":
             self.parser.CharacterDataHandler = None
             if self.in_phoneme:
@@ -230,30 +254,19 @@ class _Reader:
             value = 0.0
         return -math.log(value) if value > 0 else math.inf
 
-    def _phon(self, text: str) -> None:
+    def _bad_phon(self, text: str, symbol: str) -> None:
         if not self.inventory_seen:
             log.warning("%s: No phoneme inventory defined. Ignoring pronunciation", self.where(self.phon_line))
-            return
-        index = self.symbol_index
-        try:
-            phonemes = tuple(map(index.__getitem__, text.split()))
-        except KeyError as exc:
+        else:
             log.error('%s: Could not create pronunciation for %s: Unknown phoneme: "%s"', self.where(self.phon_line),
-                      text, exc.args[0])
-            return
-        if not phonemes:
-            if self.lemma_empty is not None:
-                log.error("%s: duplicate pronunciation", self.where(self.phon_line))
-            else:
-                self.lemma_empty = self.phon_score
-            return
-        if phonemes in self.lemma_prons:
+                      text, symbol)
+
+    def _odd_phon(self, phonemes: tuple) -> None:
+        """An empty pronunciation (the lemma's first is kept) or a duplicate one (RASR's error)."""
+        if not phonemes and self.lemma_empty is None:
+            self.lemma_empty = self.phon_score
+        else:
             log.error("%s: duplicate pronunciation", self.where(self.phon_line))
-            return
-        self.lemma_prons.append(phonemes)
-        self.pron_ph.extend(phonemes)
-        self.pron_off.append(len(self.pron_ph))
-        self.scores.append(self.phon_score)
 
     def _end_phoneme(self) -> None:
         line = self.parser.CurrentLineNumber
