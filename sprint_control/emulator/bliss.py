@@ -246,7 +246,6 @@ class _CorpusReader:
         real = os.path.realpath(path)
         self.include_stack.append(real)
         stack: list = []  # per open element: a _Section, a segment dict, or a marker string
-        where = [path, 0]
         sections = [section] if section is not None else []
         skip = [0]  # >0: inside an element the reader ignores
         orth: list = []  # the text parts of the open <orth>, when one is open
@@ -255,7 +254,6 @@ class _CorpusReader:
             return BlissError(f"{path}:{parser.CurrentLineNumber}: {message}")
 
         def start(parser, tag: str, a: dict) -> None:
-            where[1] = parser.CurrentLineNumber
             if skip[0]:
                 skip[0] += 1
                 stack.append("skip")

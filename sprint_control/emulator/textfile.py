@@ -69,15 +69,6 @@ def _open_regular(path: str, what: str, error: type):
         raise
 
 
-def is_gzip(path: str) -> bool:
-    """Whether the (regular) file starts with gzip's magic bytes; False if it cannot be read."""
-    try:
-        with _open_regular(path, "file", OSError) as f:
-            return f.read(2) == _GZIP_MAGIC
-    except OSError:
-        return False
-
-
 def iter_input(path: str, what: str = "file", error: type = ValueError, limit: int | None = None) -> Iterator[bytes]:
     """The file's bytes in chunks, gunzipped when it is gzip'd, at most ``limit`` (default
     ``max_input_bytes()``) in all; more, a broken gzip stream or a file that is not regular raises

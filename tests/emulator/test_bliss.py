@@ -407,3 +407,36 @@ def test_a_word_the_lexicon_cannot_spell_fails_only_its_segment(files, tmp_path)
     # the built-in lexicon's alphabet: the features still come (noise only)
     plain = load_corpus(str(corpus_file), lexicon=Lexicon(alphabet="abc"))
     assert plain.get("train/rec1/2").features.shape[0] == bad.num_frames
+
+
+def test_speakers_conditions_and_names_as_rasr_inherits_them(tmp_path, caplog):
+    """Defaults chosen in a section reach the segments below it; a segment's own speaker wins; an
+    anonymous description is the section's default ("ANONYMOUS"); an undefined name is RASR's error
+    and leaves the speaker unset (the recording's default then applies); an unnamed segment takes its
+    position in the recording, with "+" while that name is taken."""
+    path = tmp_path / "c.xml"
+    path.write_text("""<corpus name="c">
+  <speaker-description name="top"/><condition-description name="clean"/>
+  <condition name="clean"/>
+  <subcorpus name="s">
+    <speaker-description name="inner"/>
+    <speaker name="top"/>
+    <recording name="r1" audio="r1.wav">
+      <segment name="2" start="0" end="1"><speaker name="inner"/></segment>
+      <segment start="1" end="2"/>
+      <segment start="2" end="3"><speaker-description gender="male"/><condition name="clean"/></segment>
+    </recording>
+    <recording name="r2" audio="r2.wav"><speaker name="nobody"/><segment start="0" end="1"/></recording>
+  </subcorpus>
+  <recording name="r3" audio="r3.wav"><speaker-description/><segment start="0" end="1"/></recording>
+</corpus>
+""")
+    _, segs = read_bliss_corpus(str(path))
+    assert [(s["name"], s["speaker"], s["condition"]) for s in segs] == [
+        ("c/s/r1/2", "inner", "clean"),
+        ("c/s/r1/2+", "top", "clean"),
+        ("c/s/r1/3", "ANONYMOUS", "clean"),
+        ("c/s/r2/1", "top", "clean"),
+        ("c/r3/1", "ANONYMOUS", "clean"),
+    ]
+    assert f'{path}:12: speaker "nobody" not defined' in caplog.text
