@@ -224,11 +224,6 @@ class _Section:
         return None
 
 
-_SECTION_CHILDREN = {"description", "subcorpus", "include", "recording", "speaker-description", "speaker",
-                     "condition-description", "condition"}
-_SEGMENT_CHILDREN = {"orth", "speaker", "speaker-description", "condition", "condition-description"}
-
-
 class _CorpusReader:
     """Streams a Bliss corpus (and its includes) into segment dicts; see ``read_bliss_corpus``."""
 
