@@ -47,6 +47,8 @@ log = logging.getLogger("sprint_control.emulator.bliss")
 FRAME_SHIFT = 0.01
 #: The longest segment the emulator takes (about 2.8 hours at 10 ms): its features are generated.
 MAX_SEGMENT_FRAMES = 1_000_000
+#: The longest orthography taken (characters): longer text inside one <orth> is refused as it comes.
+MAX_ORTH_CHARS = 1 << 20
 #: How deep includes may nest (a deeper chain is taken for a cycle the path check did not see).
 MAX_INCLUDE_DEPTH = 50
 #: RASR's name of a speaker or condition described without a name.
@@ -244,11 +246,15 @@ class _CorpusReader:
         sections = [section] if section is not None else []
         skip = [0]  # >0: inside an element the reader ignores
         orth: list = []  # the text parts of the open <orth>, when one is open
+        orth_chars = [0]
+        parser_of: list = []
 
         def error(parser, message: str) -> BlissError:
             return BlissError(f"{path}:{parser.CurrentLineNumber}: {message}")
 
         def start(parser, tag: str, a: dict) -> None:
+            if not parser_of:
+                parser_of.append(parser)
             if skip[0]:
                 skip[0] += 1
                 stack.append("skip")
@@ -311,6 +317,7 @@ class _CorpusReader:
             elif item == "orth":
                 text = " ".join("".join(orth).split())
                 orth.clear()
+                orth_chars[0] = 0
                 seg = stack[-1]
                 if seg["orth"] is None:
                     seg["orth"] = text
@@ -323,6 +330,10 @@ class _CorpusReader:
         def chars(data: str) -> None:
             if orth:
                 orth.append(data)
+                orth_chars[0] += len(data)
+                if orth_chars[0] > MAX_ORTH_CHARS:
+                    raise error(parser_of[0], f"<orth> longer than {MAX_ORTH_CHARS} characters (the emulator's "
+                                              "limit for one orthography)")
 
         try:
             stream_xml(path, start, end, chars)

@@ -301,3 +301,16 @@ def test_children_started_together_parse_the_lexicon_once(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert all("LEMMAS 20004" in o for o in outs)
     assert sum(o.count("PARSED") for o in outs) == 1, outs
+
+
+def test_an_orthography_of_gigabytes_is_refused_as_it_comes(tmp_path, monkeypatch):
+    monkeypatch.setattr(bliss, "MAX_ORTH_CHARS", 100_000)
+    path = tmp_path / "c.xml.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b'<corpus name="c">\n<recording name="r" audio="r.wav"><segment start="0" end="1">\n<orth>')
+        for _ in range(20):
+            f.write(b"a " * 50_000)
+        f.write(b"</orth></segment></recording></corpus>")
+    with pytest.raises(BlissError) as exc:
+        read_bliss_corpus(str(path))
+    assert "<orth> longer than 100000 characters" in _one_line(exc.value, f"{path}:3: ")
