@@ -79,6 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return demo.run_from_args(args)
+    except demo.DemoInputError as exc:  # a user's corpus, lexicon or config the emulator cannot use
+        print(f"sprint-control demo: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -89,8 +92,12 @@ def demo_args_problem(args: argparse.Namespace) -> Optional[str]:
     child is started, so a typo costs no start-up and prints no traceback."""
     for option in ("instances", "segments", "epochs", "batch_size"):
         value = getattr(args, option)
-        if value < 1:
+        if value is not None and value < 1:
             return f"--{option.replace('_', '-')} must be at least 1, got {value}"
+    for option in ("corpus", "lexicon", "config"):
+        path = getattr(args, option, None)
+        if path is not None and not os.path.isfile(path):
+            return f"--{option} {path}: no such file"
     if args.num_labels is not None and args.num_labels < 1:
         return f"--num-labels must be at least 1, got {args.num_labels}"
     if args.sprint_exec is not None:

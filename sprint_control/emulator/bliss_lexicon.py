@@ -15,6 +15,7 @@ CTC uses the first pronunciation of each word: label k - 1 for phoneme k, blank 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Optional
@@ -22,9 +23,13 @@ from typing import Optional
 import numpy as np
 
 from .automaton import ExporterConfig, build_automaton, monophone_labels
-from .bliss import BlissError, Node, first, parse_xml
 from .lexicon import Automaton, ctc_topology, linear_alignment
+from .lexicon_file import Lemma, LemmaTable, read_lexicon
 
+log = logging.getLogger("sprint_control.emulator.bliss_lexicon")
+
+#: The special lemma names the emulator's automata give a meaning to; RASR accepts any name (CTC
+#: lexica use ``special="blank"``), and so does the reader.
 SPECIALS = ("silence", "unknown", "sentence-begin", "sentence-end")
 DEFAULT_STATES_PER_PHONE = 3
 
@@ -40,117 +45,83 @@ class TransitionCosts:
     silence_forward: float = 0.0
 
 
-@dataclass
-class Lemma:
-    orths: list[str]
-    pronunciations: list[tuple[tuple[str, ...], float]]  # (phonemes, score)
-    special: Optional[str]
-    line: int
-
-
 class BlissLexicon:
     """A Bliss lexicon file with monophone HMMs: the lexicon interface the criteria, the corpus and the
     callback use (``num_hmm_labels``, ``num_ctc_labels``, ``hmm_automaton``, ``ctc_automaton``,
-    ``uniform_alignment``)."""
+    ``uniform_alignment``). The file is read by ``lexicon_file.read_lexicon`` (through its cache
+    unless ``cache=None``); ``lemmas`` is a sequence whose Lemma objects are made on first use."""
 
     def __init__(self, path: str, states_per_phone: int = DEFAULT_STATES_PER_PHONE,
-                 costs: TransitionCosts = TransitionCosts()):
+                 costs: TransitionCosts = TransitionCosts(), cache: Optional[str] = "auto"):
         if states_per_phone < 1:
             raise ValueError(f"hmm.states-per-phone must be >= 1, got {states_per_phone}")
         self.path = str(path)
         self.states_per_phone = int(states_per_phone)
         self.costs = costs
-        root = parse_xml(self.path)
-        if root.tag != "lexicon":
-            raise root.error(f"expected a Bliss lexicon (root element <lexicon>), got <{root.tag}>")
-        self.phonemes = self._inventory(root)
-        self.lemmas = [self._lemma(node) for node in root.find_all("lemma")]
-        self.special: dict[str, Lemma] = {}
-        for lemma in self.lemmas:
-            if lemma.special in self.special:
-                raise BlissError(f"{self.path}:{lemma.line}: a second lemma special={lemma.special!r}")
-            if lemma.special:
-                self.special[lemma.special] = lemma
+        data = read_lexicon(self.path, cache)
+        self.data = data
+        self.phonemes = data.phonemes
+        self.lemmas = LemmaTable(data)
+        self.special: dict[str, Lemma] = {name: self.lemmas[i] for i, name in sorted(data.specials.items())}
         sil = self.special.get("silence")
         self.silence_phonemes = {p for pron, _ in sil.pronunciations for p in pron} if sil else set()
-        self.phoneme_index = {}  # non-silence phoneme -> k (1-based, inventory order)
+        self.phoneme_index: dict[str, int] = {}  # non-silence phoneme -> k (1-based, inventory order)
         for p in self.phonemes:
             if p not in self.silence_phonemes:
                 self.phoneme_index[p] = len(self.phoneme_index) + 1
-        self._by_orth: dict[tuple[str, ...], Lemma] = {}
-        for lemma in self.lemmas:
-            for orth in lemma.orths:
-                if orth.split():
-                    self._by_orth.setdefault(tuple(orth.split()), lemma)
-        self._longest = max((len(k) for k in self._by_orth), default=1)
-
-    # -- reading --------------------------------------------------------------------------------------
-    def _inventory(self, root: Node) -> list[str]:
-        inv = first(root, "phoneme-inventory")
-        if inv is None:
-            raise root.error("the lexicon has no <phoneme-inventory>")
-        phonemes: list[str] = []
-        for ph in inv.find_all("phoneme"):
-            sym = first(ph, "symbol")
-            if sym is None or not sym.text:
-                raise ph.error("<phoneme> needs a <symbol>")
-            var = first(ph, "variation")
-            if var is not None and var.text not in ("none", "context"):
-                raise var.error(f"<variation> must be 'none' or 'context', got {var.text!r}")
-            if sym.text in phonemes:
-                raise sym.error(f"phoneme {sym.text!r} is defined twice")
-            phonemes.append(sym.text)
-        if not phonemes:
-            raise inv.error("the phoneme inventory is empty")
-        return phonemes
-
-    def _lemma(self, node: Node) -> Lemma:
-        special = node.attrib.get("special")
-        if special is not None and special not in SPECIALS:
-            raise node.error(f"unknown special={special!r}; expected one of {', '.join(SPECIALS)}")
-        orths = [o.text or "" for o in node.find_all("orth")]  # "" = <orth/>: matches the empty word sequence
-        prons = []
-        known = set(self.phonemes)
-        for ph in node.find_all("phon"):
-            symbols = tuple(ph.text.split())
-            unknown = [s for s in symbols if s not in known]
-            if unknown:
-                raise ph.error(f"unknown phoneme {unknown[0]!r} in pronunciation {ph.text!r} (not in the "
-                               f"phoneme inventory: {' '.join(self.phonemes[:30])}"
-                               f"{' ...' if len(self.phonemes) > 30 else ''})")
-            try:
-                score = float(ph.attrib.get("score", 0.0))
-            except ValueError:
-                raise ph.error(f"<phon score={ph.attrib['score']!r}> is not a number") from None
-            if symbols:
-                prons.append((symbols, score))
-        if not any(orths) and special is None:
-            raise node.error("<lemma> has no <orth>")
-        return Lemma(orths, prons, special, node.line)
+        # orthography (whitespace-normalized) -> index of the first lemma that has it
+        orths, offsets = data.orths, data.lemma_orth_offsets
+        owner = np.repeat(np.arange(data.num_lemmas), np.diff(offsets)).tolist()
+        self._by_orth: dict[str, int] = dict(zip(reversed(orths), reversed(owner)))
+        self._by_orth.pop("", None)
+        self._longest = max((o.count(" ") + 1 for o in self._by_orth), default=1)
+        self._reported: set[str] = set()
 
     # -- lookup ---------------------------------------------------------------------------------------
+    def lemma_by_orth(self, orth: str) -> Optional[Lemma]:
+        """The first lemma with this (whitespace-normalized) orthography, or None."""
+        i = self._by_orth.get(orth)
+        return None if i is None else self.lemmas[i]
+
     def lemmas_of(self, orthography: str) -> list[Lemma]:
-        """The orthography as lemmas: longest match of lemma orthographies over its words, the unknown
-        lemma for a word no lemma starts with. ValueError when there is none."""
+        """The orthography as lemmas, as RASR's orthographic parser reads it: longest match of lemma
+        orthographies over its words; a word no lemma starts with is RASR's unknown word: the
+        ``special="unknown"`` lemma stands in for it (warning ``substituting unknown word``), or
+        without one it is left out (warning ``skipping unknown word``). Each warning is logged once
+        per word. A lemma without any pronunciation (also an unknown lemma without ``<phon>``) leaves
+        no path: ValueError with RASR's "lemma-pronunciation graph is empty", for this orthography
+        alone."""
         words = orthography.split()
         out: list[Lemma] = []
         i = 0
+        unk = self.special.get("unknown")
         while i < len(words):
             for n in range(min(self._longest, len(words) - i), 0, -1):
-                lemma = self._by_orth.get(tuple(words[i : i + n]))
+                lemma = self.lemma_by_orth(" ".join(words[i : i + n]))
                 if lemma is not None:
                     out.append(lemma)
                     i += n
                     break
             else:
-                unk = self.special.get("unknown")
-                if unk is None or not unk.pronunciations:
-                    why = "no special=\"unknown\" lemma" if unk is None else "the unknown lemma has no <phon>"
-                    raise ValueError(f"{self.path}: no lemma for word {words[i]!r} (orthography {orthography!r}) "
-                                     f"and {why} to stand in for it")
-                out.append(unk)
+                self._unknown_word(words[i], unk)
+                if unk is not None:
+                    out.append(unk)
                 i += 1
+        for lemma in out:
+            if not lemma.pronunciations and lemma.empty_pronunciation is None:
+                what = "the unknown lemma" if lemma is unk else "lemma"
+                raise ValueError(f"lemma-pronunciation graph is empty: {what} {lemma.orths[0]!r} ({self.path}:"
+                                 f"{lemma.line}) has no pronunciation (orthography {orthography!r})")
         return out
+
+    def _unknown_word(self, word: str, unk: Optional[Lemma]) -> None:
+        if word in self._reported:
+            return
+        self._reported.add(word)
+        if unk is not None:
+            log.warning('substituting unknown word "%s" with "%s" (%s)', word, unk.orths[0], self.path)
+        else:
+            log.warning('skipping unknown word "%s" (%s has no special="unknown" lemma)', word, self.path)
 
     # -- labels ---------------------------------------------------------------------------------------
     @cached_property

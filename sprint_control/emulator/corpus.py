@@ -23,13 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Optional
 
 import numpy as np
 
-from .bliss import is_bliss_file, read_bliss_corpus
+from .bliss import FRAME_SHIFT, MAX_SEGMENT_FRAMES, _report_missing, is_bliss_file, read_bliss_corpus, whitelist
 from .lexicon import Lexicon
 from .textfile import read_utf8
 
@@ -43,18 +42,48 @@ DEFAULT_MAX_FRAMES = 200
 DEFAULT_MAX_SYMBOLS = 6
 
 
-@dataclass
 class Segment:
-    name: str
-    orthography: str
-    num_frames: int
-    alignment: Optional[np.ndarray] = None  # uint32 (T,)
-    features: Optional[np.ndarray] = None  # float32 (T, feature_dim)
-    speaker: Optional[str] = None
+    """One segment: ``name``, ``orthography``, ``num_frames``, an optional frame ``alignment`` and
+    ``features``. The features of a file corpus are generated when asked for (``features`` is a
+    property), never kept: a corpus of any length costs no feature memory until a segment is used.
+    ``speaker`` and ``condition`` are the names RASR would give (inherited from the recording),
+    ``time`` its length in seconds."""
+
+    __slots__ = ("name", "orthography", "num_frames", "alignment", "_features", "speaker", "condition", "time",
+                 "_make")
+
+    def __init__(self, name: str, orthography: str, num_frames: int, alignment: Optional[np.ndarray] = None,
+                 features: Optional[np.ndarray] = None, speaker: Optional[str] = None, *,
+                 condition: Optional[str] = None, time: Optional[float] = None,
+                 make_features: Optional[Callable[[Segment], np.ndarray]] = None):
+        self.name = name
+        self.orthography = orthography
+        self.num_frames = num_frames
+        self.alignment = alignment  # uint32 (T,)
+        self._features = features  # float32 (T, feature_dim)
+        self.speaker = speaker
+        self.condition = condition
+        self.time = num_frames * FRAME_SHIFT if time is None else time
+        self._make = make_features
+
+    @property
+    def features(self) -> Optional[np.ndarray]:
+        """float32 (T, feature_dim): stored (synthetic corpus) or generated afresh on every access."""
+        if self._features is not None or self._make is None:
+            return self._features
+        return self._make(self)
+
+    @features.setter
+    def features(self, value: Optional[np.ndarray]) -> None:
+        self._features = value
 
     def info(self) -> dict:
-        """What ``getSegmentList`` receives in ``segmentsInfo`` for this segment."""
-        return {"orth": self.orthography, "nframes": self.num_frames, "speaker": self.speaker}
+        """What ``getSegmentList`` receives in ``segmentsInfo`` for this segment (RASR's ``nframes``
+        and ``time``, and the emulator's ``orth`` and ``speaker``)."""
+        return {"orth": self.orthography, "nframes": self.num_frames, "time": self.time, "speaker": self.speaker}
+
+    def __repr__(self) -> str:
+        return f"Segment({self.name!r}, {self.orthography!r}, {self.num_frames} frames)"
 
 
 class Corpus:
@@ -64,7 +93,7 @@ class Corpus:
         self.name = name
         self.segments = list(segments)
         self.feature_dim = int(feature_dim)
-        self._by_name = {}
+        self._by_name: dict[str, Segment] = {}
         for seg in self.segments:
             if seg.name in self._by_name:
                 raise ValueError(f"corpus {name!r}: duplicate segment name {seg.name!r}")
@@ -134,6 +163,9 @@ def synthetic_corpus(
         raise ValueError(f"num_segments must be >= 0, got {num_segments}")
     if not 1 <= min_frames <= max_frames:
         raise ValueError(f"need 1 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
+    if max_frames > MAX_SEGMENT_FRAMES:
+        raise ValueError(f"max_frames {max_frames} is more than the emulator's limit of {MAX_SEGMENT_FRAMES} frames "
+                         "per segment")
     S = lexicon.states_per_symbol
     rng = np.random.default_rng([seed, 1])
     emb = _embedding(seed, lexicon.num_hmm_labels, feature_dim)
@@ -173,41 +205,68 @@ def synthetic_corpus(
     return Corpus(name, segments, feature_dim)
 
 
+def _feature_maker(lexicon, emb: np.ndarray, seed: int, noise: float) -> Callable[[Segment], np.ndarray]:
+    """Generates a segment's features on demand: the same array every time (a generator keyed by the
+    seed and the segment's name, so they do not depend on the file's order). Without an alignment
+    they follow a linear segmentation of the orthography's HMM states; an orthography the lexicon
+    cannot spell gets noise only (features are the emulator's own: RASR reads them from audio, not
+    from the orthography)."""
+
+    def make(seg: Segment) -> np.ndarray:
+        rng = np.random.default_rng([seed, zlib.crc32(seg.name.encode("utf-8"))])
+        basis = seg.alignment
+        if basis is None:
+            try:
+                basis = lexicon.uniform_alignment(seg.orthography, seg.num_frames)
+            except ValueError as exc:
+                log.debug("segment %r: features without an alignment (%s)", seg.name, exc)
+        return _features(basis, seg.num_frames, emb, rng, noise)
+
+    return make
+
+
 def _finish(
     name: str, raw: list[dict], lexicon: Lexicon, feature_dim: int, seed: int, noise: float, source: str
 ) -> Corpus:
-    emb = _embedding(seed, lexicon.num_hmm_labels, feature_dim)
+    make = _feature_maker(lexicon, _embedding(seed, lexicon.num_hmm_labels, feature_dim), seed, noise)
     segments = []
     for item in raw:
         seg_name = str(item["name"])
+        where = item.get("where") or source
         try:
             T = int(item["num_frames"])
         except (TypeError, ValueError):
-            raise ValueError(f"{source}: segment {seg_name!r}: num_frames must be a whole number, got"
+            raise ValueError(f"{where}: segment {seg_name!r}: num_frames must be a whole number, got"
                              f" {item['num_frames']!r}") from None
         if T < 0:
-            raise ValueError(f"{source}: segment {seg_name!r} has a negative frame count")
+            raise ValueError(f"{where}: segment {seg_name!r} has a negative frame count")
+        if T > MAX_SEGMENT_FRAMES:
+            raise ValueError(f"{where}: segment {seg_name!r} has {T} frames, more than the emulator's limit of "
+                             f"{MAX_SEGMENT_FRAMES} (it generates features for every frame)")
         orth = str(item["orth"])
         alignment = item.get("alignment")
         if alignment is not None:
             try:
                 alignment = np.asarray(alignment, dtype=np.int64)
             except (TypeError, ValueError):
-                raise ValueError(f"{source}: segment {seg_name!r}: alignment must be a list of label indices") from None
+                raise ValueError(f"{where}: segment {seg_name!r}: alignment must be a list of label indices") from None
             if alignment.shape != (T,):
-                raise ValueError(f"{source}: segment {seg_name!r}: alignment has {alignment.size} frames, expected {T}")
+                raise ValueError(f"{where}: segment {seg_name!r}: alignment has {alignment.size} frames, expected {T}")
             if T and (alignment.min() < 0 or alignment.max() >= lexicon.num_hmm_labels):
-                raise ValueError(f"{source}: segment {seg_name!r}: alignment label out of range")
+                raise ValueError(f"{where}: segment {seg_name!r}: alignment label out of range")
             alignment = alignment.astype(np.uint32)
-        # Per-segment generator keyed by the name, so features do not depend on the file's order.
-        rng = np.random.default_rng([seed, zlib.crc32(seg_name.encode("utf-8"))])
-        basis = alignment if alignment is not None else lexicon.uniform_alignment(orth, T)
-        feats = _features(basis, T, emb, rng, noise)
-        segments.append(Segment(seg_name, orth, T, alignment, feats, item.get("speaker")))
+        segments.append(Segment(seg_name, orth, T, alignment, None, item.get("speaker"),
+                                condition=item.get("condition"), time=item.get("time"), make_features=make))
     try:
         return Corpus(name, segments, feature_dim)
     except ValueError as exc:  # a duplicate name: say which file holds it
         raise ValueError(f"{source}: {exc}") from None
+
+
+def _listed(raw: list[dict], keep: Optional[set]) -> list[dict]:
+    if keep is None:
+        return raw
+    return [r for r in raw if str(r["name"]) in keep or str(r["name"]).rsplit("/", 1)[-1] in keep]
 
 
 def load_corpus(
@@ -218,13 +277,28 @@ def load_corpus(
     seed: int = 0,
     noise: float = DEFAULT_NOISE,
     name: Optional[str] = None,
+    segments_file: Optional[str] = None,
 ) -> Corpus:
-    """Reads a text or JSON corpus file (format in the module docstring); JSON if it starts with
-    ``[`` or ``{``."""
+    """Reads a corpus file: Bliss XML (bliss.py), else JSON if it starts with ``[`` or ``{``, else
+    the text format (module docstring). With ``segments_file`` (RASR's ``corpus.segments.file``)
+    only the listed segments are kept, chosen while reading. Features are generated per segment
+    when asked for (``Segment.features``)."""
     lexicon = lexicon or Lexicon()
+    keep = whitelist(segments_file) if segments_file else None
     if is_bliss_file(path):  # RASR's Bliss XML corpus (bliss.py)
-        bliss_name, bliss_segments = read_bliss_corpus(path, lexicon)
-        return _finish(name or bliss_name, bliss_segments, lexicon, feature_dim, seed, noise, path)
+        bliss_name, bliss_segments = read_bliss_corpus(path, keep=keep)
+        for seg in bliss_segments:
+            seg["where"] = f"{seg['file']}:{seg['line']}"
+        corpus = _finish(name or bliss_name, bliss_segments, lexicon, feature_dim, seed, noise, path)
+    else:
+        corpus_name, raw = _read_text_or_json(path, name)
+        corpus = _finish(corpus_name or "corpus", _listed(raw, keep), lexicon, feature_dim, seed, noise, path)
+    if keep is not None:
+        _report_missing(str(segments_file), keep, corpus)
+    return corpus
+
+
+def _read_text_or_json(path: str, name: Optional[str]) -> tuple[Optional[str], list[dict]]:
     text = read_utf8(path, "corpus file", "a text or JSON corpus in UTF-8")
     raw: list[dict] = []
     corpus_name = name
@@ -260,8 +334,12 @@ def load_corpus(
                 align = [int(x) for x in cols[3].split()] if len(cols) > 3 and cols[3].strip() else None
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: frame count and alignment must be integers: {line!r}") from None
-            raw.append({"name": cols[0], "num_frames": T, "orth": cols[2], "alignment": align})
-    return _finish(corpus_name or "corpus", raw, lexicon, feature_dim, seed, noise, path)
+            if T > MAX_SEGMENT_FRAMES:  # before the alignment check: refuse without building anything
+                raise ValueError(f"{path}:{lineno}: segment {cols[0]!r} has {T} frames, more than the emulator's "
+                                 f"limit of {MAX_SEGMENT_FRAMES} (it generates features for every frame)")
+            raw.append({"name": cols[0], "num_frames": T, "orth": cols[2], "alignment": align,
+                        "where": f"{path}:{lineno}"})
+    return corpus_name, raw
 
 
 def empty_corpus(name: str = "corpus", feature_dim: int = DEFAULT_FEATURE_DIM) -> Corpus:

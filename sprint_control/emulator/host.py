@@ -67,14 +67,14 @@ def lexicon_from_config(cfg: Config) -> Lexicon:
 
 def corpus_from_config(cfg: Config, lexicon: Lexicon) -> Corpus:
     corpus = _corpus_from_config(cfg, lexicon)
-    if cfg["corpus.segments.file"]:  # RASR's segment whitelist
+    if cfg["corpus.segments.file"] and not cfg["corpus.file"]:  # RASR's segment whitelist
         corpus = select_segments(corpus, cfg["corpus.segments.file"])
     return corpus
 
 
 def _corpus_from_config(cfg: Config, lexicon: Lexicon) -> Corpus:
     name = cfg["corpus.name"] or None
-    if cfg["corpus.file"]:
+    if cfg["corpus.file"]:  # the segment list is applied while reading, before any per-segment work
         return load_corpus(
             cfg["corpus.file"],
             lexicon=lexicon,
@@ -82,6 +82,7 @@ def _corpus_from_config(cfg: Config, lexicon: Lexicon) -> Corpus:
             seed=cfg["corpus.seed"],
             noise=cfg["corpus.noise"],
             name=name,
+            segments_file=cfg["corpus.segments.file"] or None,
         )
     if cfg["corpus.synthetic"] > 0:
         return synthetic_corpus(

@@ -1,7 +1,9 @@
 """``sprint-control demo``: trains a tiny acoustic model with the criterion computed "inside Sprint".
 
 No data and no RASR needed: a pool of emulator children (``python -m sprint_control.emulator``)
-plays RASR, both sides generate the same synthetic corpus from the seed, and the parent trains
+plays RASR, both sides generate the same synthetic corpus from the seed (or read the same corpus
+and lexicon: a user's Bliss corpus and lexicon with ``--corpus``/``--lexicon``, or a RASR config
+with ``--config``; the emulator generates features from the seed), and the parent trains
 features -> linear -> log-softmax with plain SGD. Per batch the parent sends the log-posteriors
 (time, batch, label) to the pool; Sprint's criterion (CTC or an HMM full-sum over the segment's
 orthography) answers with losses and the error signal d loss / d activations, from which the
@@ -32,6 +34,10 @@ logger = logging.getLogger("sprint_control.tools.demo")
 DEFAULT_TIMEOUT = 120.0
 
 CRITERIA = ("ctc", "fsa")
+
+
+class DemoInputError(ValueError):
+    """A user's corpus, lexicon or config the demo cannot train on (one line, naming the file)."""
 
 
 @dataclasses.dataclass
@@ -89,10 +95,58 @@ def _batches(order: np.ndarray, batch_size: int):
         yield order[i : i + batch_size]
 
 
+def _user_corpus(corpus: Optional[str], lexicon: Optional[str], config: Optional[str], seed: int,
+                 sprint_args: Sequence[str]):
+    """``(emulator arguments, corpus, lexicon)`` of a user's corpus and lexicon files or RASR config,
+    read here as the emulator children read them."""
+    from ..emulator.args import parse_args
+    from ..emulator.host import corpus_from_config, lexicon_from_config
+
+    argv = [f"--config={config}"] if config else []
+    if corpus:
+        argv.append(f"--*.corpus.file={corpus}")
+    if lexicon:
+        argv.append(f"--*.model-combination.lexicon.file={lexicon}")
+    argv.append(f"--*.corpus.seed={seed}")
+    try:
+        cfg = parse_args(argv + list(sprint_args))
+        if not cfg["corpus.file"]:
+            raise DemoInputError("a corpus is needed: give --corpus, or a --config that sets corpus.file")
+        lex = lexicon_from_config(cfg)
+        return argv, corpus_from_config(cfg, lex), lex
+    except OSError as exc:
+        raise DemoInputError(f"{exc.filename}: {exc.strerror}") from None
+    except DemoInputError:
+        raise
+    except ValueError as exc:
+        raise DemoInputError(str(exc)) from None
+
+
+def _trainable(segs: list, criterion: str, lexicon, say) -> list:
+    """The segments the criterion can train on: frames, and an automaton the lexicon can build (RASR
+    fails a segment whose orthography gives an empty graph; the demo leaves it out)."""
+    from ..emulator import criteria
+
+    keep, left_out = [], []
+    for s in segs:
+        try:
+            if s.num_frames > 0:
+                criteria.automaton(criterion, s.orthography, lexicon)
+                keep.append(s)
+                continue
+        except ValueError as exc:
+            left_out.append(f"{s.name}: {exc}")
+            continue
+        left_out.append(f"{s.name}: no frames")
+    if left_out:
+        say(f"left out {len(left_out)} segments (first: {left_out[0]})")
+    return keep
+
+
 def run_demo(
     *,
     instances: int = 2,
-    segments: int = 500,
+    segments: Optional[int] = 500,
     epochs: int = 5,
     criterion: str = "ctc",
     protocol: int = 2,
@@ -106,34 +160,57 @@ def run_demo(
     out: Optional[TextIO] = None,
     timeout: Optional[float] = DEFAULT_TIMEOUT,
     shm: bool = False,
+    corpus: Optional[str] = None,
+    lexicon: Optional[str] = None,
+    config: Optional[str] = None,
 ) -> DemoReport:
-    """Trains the demo model; prints per-epoch lines and a summary to ``out`` (None: silent)."""
+    """Trains the demo model; prints per-epoch lines and a summary to ``out`` (None: silent).
+    ``corpus``/``lexicon``/``config``: train on a user's corpus (Bliss XML, text or JSON) and Bliss
+    lexicon, or on what a RASR config names (``corpus.file``, ``model-combination.lexicon.file``,
+    ``corpus.segments.file``, ``hmm.states-per-phone``, ...); ``segments`` then caps the segments
+    taken (None: all), else it is the synthetic corpus's size (None: 500)."""
     from ..emulator import criteria
     from ..emulator.corpus import synthetic_corpus
 
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    if segments < 1 or epochs < 1 or batch_size < 1 or instances < 1:
+    user = bool(corpus or lexicon or config)
+    if segments is None:
+        segments = 0 if user else 500
+    if (segments < 1 and not user) or segments < 0 or epochs < 1 or batch_size < 1 or instances < 1:
         raise ValueError("segments, epochs, batch size and instances must all be at least 1")
 
     def say(text: str = "") -> None:
         if out is not None:
             print(text, file=out, flush=True)
 
-    corpus = synthetic_corpus(segments, seed=seed)
-    labels = int(num_labels) if num_labels else criteria.num_labels(criterion)
-    feat_dim = corpus.feature_dim
-    segs = corpus.segments
-
     args: list[str] = []
-    if sprint_exec is None:
-        # the emulator generates the same corpus from the same seed and computes the criterion
-        args += [
-            f"--*.corpus.synthetic={segments}",
-            f"--*.corpus.seed={seed}",
-            f"--*.training-criterion={criterion}",
-            "--*.log-level=warning",
-        ]
+    if user:
+        corpus_args, the_corpus, lex = _user_corpus(corpus, lexicon, config, seed, sprint_args)
+        segs = _trainable(the_corpus.segments, criterion, lex, say)
+        if segments:
+            segs = segs[:segments]
+        if not segs:
+            raise DemoInputError(f"corpus {the_corpus.name!r} has no segment the {criterion} criterion can train on")
+        labels = int(num_labels) if num_labels else criteria.num_labels(criterion, lex)
+        feat_dim = the_corpus.feature_dim
+        what = f"{len(segs)} segments of corpus {the_corpus.name!r}"
+        if sprint_exec is None:
+            args += corpus_args + [f"--*.training-criterion={criterion}", "--*.log-level=warning"]
+    else:
+        the_corpus = synthetic_corpus(segments, seed=seed)
+        labels = int(num_labels) if num_labels else criteria.num_labels(criterion)
+        feat_dim = the_corpus.feature_dim
+        segs = the_corpus.segments
+        what = f"{segments} synthetic segments"
+        if sprint_exec is None:
+            # the emulator generates the same corpus from the same seed and computes the criterion
+            args += [
+                f"--*.corpus.synthetic={segments}",
+                f"--*.corpus.seed={seed}",
+                f"--*.training-criterion={criterion}",
+                "--*.log-level=warning",
+            ]
     args += [
         "--*.action=python-control",
         "--*.python-control-loop-type=python-control-loop",
@@ -149,7 +226,7 @@ def run_demo(
     with SprintPool(instances, sprint_exec, args, protocol=protocol, timeout=timeout, shm=shm) as pool:
         command = sprint_exec or "python -m sprint_control.emulator"
         transport = " over shared memory" if pool.uses_shared_memory else ""
-        say(f"sprint-control demo: {segments} synthetic segments, {labels} labels ({criterion}),"
+        say(f"sprint-control demo: {what}, {labels} labels ({criterion}),"
             f" features {feat_dim}, {instances} Sprint children ({command}), protocol v{pool.protocol}{transport}")
         for epoch in range(1, epochs + 1):
             order = rng.permutation(len(segs))
@@ -214,7 +291,7 @@ def run_demo(
             say(f"epoch {epoch}: loss/frame {e.loss_per_frame:.4f}  {e.segments_per_second:7.1f} seg/s"
                 f"  {e.mb_per_second:7.1f} MB/s ({e.mb_moved:.1f} MB)  protocol v{e.protocol}"
                 + (f"  skipped {e.skipped}" if e.skipped else ""))
-        report = DemoReport(stats, instances, criterion, labels, feat_dim, segments, command)
+        report = DemoReport(stats, instances, criterion, labels, feat_dim, len(segs), command)
 
     say()
     say(format_summary(report))
@@ -255,7 +332,9 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.description = ("Train a tiny acoustic model with the loss and error signal computed inside Sprint"
                      " (the bundled RASR emulator unless --sprint-exec is given).")
     p.add_argument("--instances", type=int, default=2, help="number of Sprint children (default 2)")
-    p.add_argument("--segments", type=int, default=500, help="synthetic corpus size (default 500)")
+    p.add_argument("--segments", type=int, default=None,
+                   help="synthetic corpus size (default 500); with --corpus/--config: take at most this many"
+                        " segments (default all)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     p.add_argument("--criterion", choices=CRITERIA, default="ctc", help="Sprint's training criterion")
     p.add_argument("--protocol", type=int, choices=(1, 2), default=2,
@@ -270,6 +349,13 @@ def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.A
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus and the model (default 0)")
     p.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (default 0.5)")
     p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default 16)")
+    p.add_argument("--corpus", metavar="FILE", default=None,
+                   help="train on this corpus (Bliss XML, .xml.gz, text or JSON) instead of a synthetic one")
+    p.add_argument("--lexicon", metavar="FILE", default=None,
+                   help="the Bliss lexicon of --corpus (default: the emulator's built-in alphabet)")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="a RASR config naming the corpus, lexicon, segment list and HMM settings (its keys"
+                        " as RASR reads them; --corpus/--lexicon override it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--shm", action="store_true",
                    help="move the matrices through shared memory instead of the pipes (protocol 2 only)")
@@ -291,6 +377,7 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None) -> int
         protocol=args.protocol, sprint_exec=args.sprint_exec, sprint_args=shlex.split(args.sprint_args),
         num_labels=args.num_labels, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
         progress=not args.no_progress, out=out, timeout=args.timeout, shm=args.shm,
+        corpus=args.corpus, lexicon=args.lexicon, config=args.config,
     )
     if getattr(args, "plot", None):
         plot.plot_demo(report, args.plot)

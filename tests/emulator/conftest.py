@@ -61,3 +61,12 @@ def run_emulator(tmp_path):
         return EmulatorRun(proc, record)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def lexicon_cache_dir(tmp_path_factory, monkeypatch):
+    """The compiled-lexicon cache of these tests (and of the children they start) in a temporary
+    directory, never the user's."""
+    path = tmp_path_factory.mktemp("lexicon-cache")
+    monkeypatch.setenv("SPRINT_CONTROL_CACHE_DIR", str(path))
+    return path

@@ -43,12 +43,14 @@ LEXICON = """<?xml version="1.0" encoding="utf-8"?>
 
 CORPUS = """<?xml version="1.0" encoding="utf-8"?>
 <corpus name="train">
+  <speaker-description name="spk7" gender="female"/>
   <recording name="rec1" audio="rec1.wav">
     <segment name="s1" start="0.0" end="0.25"><orth> ab   c </orth></segment>
     <segment start="1.0" end="1.1"><speaker name="spk7"/><orth>c</orth></segment>
   </recording>
   <subcorpus name="dev">
-    <recording name="rec2"><segment name="x" start="2" end="2.3"><orth>AB</orth></segment></recording>
+    <recording name="rec2"><speaker name="spk7"/><segment name="x" start="2" end="2.3"><orth>AB</orth></segment>
+    </recording>
     <include file="part.xml"/>
   </subcorpus>
 </corpus>
@@ -82,7 +84,8 @@ def test_corpus_names_frames_and_nesting_as_rasr_forms_them(files):
     assert [s["name"] for s in segs] == NAMES
     assert [s["num_frames"] for s in segs] == [25, 10, 30, 12]
     assert [s["orth"] for s in segs] == ["ab c", "c", "AB", "new york c"]
-    assert [s["speaker"] for s in segs] == [None, "spk7", None, None]
+    # a segment's own speaker, else its recording's (RASR's default speaker of the recording)
+    assert [s["speaker"] for s in segs] == [None, "spk7", "spk7", None]
 
 
 def test_gzipped_corpus_through_load_corpus(files):
@@ -135,10 +138,13 @@ def test_orthography_lookup_longest_match_and_unknown(files):
 
 
 @pytest.mark.parametrize("lexicon,line,what", [
-    (LEXICON.replace("<phon>a c</phon>", "<phon>a x c</phon>"), 15, "unknown phoneme 'x' in pronunciation 'a x c'"),
     (LEXICON.replace('<lemma><orth>c</orth>', '<lemma><orth>c</orth\n>'), 14, None),
-    (LEXICON.replace('special="sentence-end"', 'special="end"'), 12, "unknown special='end'"),
     (LEXICON.replace('score="0.5"', 'score="high"'), 13, "<phon score='high'> is not a number"),
+    (LEXICON.replace('score="0.5"', 'score="0.5" weight="0.3"'), 13,
+     "not possible to set both, pronunciation weight and score"),
+    (LEXICON.replace("<variation>none</variation>", "<variation>some</variation>"), 5,
+     'variation must be one of "none" or "context", "some" given'),
+    (LEXICON.replace("<symbol>c</symbol>", "<symbol>b</symbol>"), 7, 'Phonetic symbol "b" already assigned'),
 ])
 def test_lexicon_errors_name_file_and_line(tmp_path, lexicon, line, what):
     path = tmp_path / "lex.xml"
@@ -152,13 +158,66 @@ def test_lexicon_errors_name_file_and_line(tmp_path, lexicon, line, what):
     assert msg.startswith(f"{path}:{line}: ") and what in msg and "\n" not in msg
 
 
-def test_missing_lemma_without_unknown_lemma_is_a_clear_error(tmp_path):
+def test_rasr_non_fatal_lexicon_errors_are_logged_and_reading_goes_on(tmp_path, caplog):
+    """RASR logs these and loads the lexicon: a pronunciation with a phoneme outside the inventory and a
+    duplicate pronunciation are dropped, a second special lemma of one name stays ordinary, a lemma
+    without <orth> is skipped; any special name is taken."""
+    text = (LEXICON.replace("<phon>a c</phon>", "<phon>a x c</phon><phon>b</phon><phon>b</phon>")
+            .replace('special="sentence-end"', 'special="blank"')
+            .replace('<lemma><orth>new</orth>', '<lemma special="silence"><orth>new</orth>')
+            .replace("</lexicon>", "<lemma><phon>a</phon></lemma>\n</lexicon>"))
     path = tmp_path / "lex.xml"
-    path.write_text(LEXICON.replace('<lemma special="unknown"><orth>[UNKNOWN]</orth><phon>c</phon></lemma>', ""))
-    lex = BlissLexicon(str(path))
-    with pytest.raises(ValueError, match=r"lex\.xml: no lemma for word 'zzz' \(orthography 'c zzz'\) and no "
-                                         r"special=\"unknown\" lemma"):
+    path.write_text(text)
+    lex = BlissLexicon(str(path), cache=None)
+    york = lex.lemma_by_orth("new york")
+    assert york.pronunciations == [(("b",), 0.0)]
+    assert lex.special["blank"].orths == ["[SENTENCE-END]"]
+    assert lex.special["silence"].orths == ["[SILENCE]"] and lex.lemma_by_orth("new").special is None
+    assert len(lex.lemmas) == 8  # the lemma without <orth> is not one
+    logged = caplog.text
+    assert f'{path}:15: Could not create pronunciation for a x c: Unknown phoneme: "x"' in logged
+    assert f"{path}:15: duplicate pronunciation" in logged
+    assert f'{path}:16: Special lemma "silence" already defined' in logged
+    assert f"{path}:17: Lemma without orthographic form" in logged
+
+
+def test_phon_weight_and_score_follow_rasr(tmp_path):
+    """score s -> s; weight w -> -log w; neither -> 0 (weight 1); a weight of 0 or below -> an
+    impossible pronunciation (RASR takes a negative weight as 0, with an error)."""
+    text = LEXICON.replace('<phon score="0.0">a b</phon><phon score="0.5">b</phon>',
+                           '<phon weight="0.25">a b</phon><phon score="0.5">b</phon><phon>a</phon>'
+                           '<phon weight="-1">c</phon><phon weight="0">a a</phon>')
+    path = tmp_path / "lex.xml"
+    path.write_text(text)
+    lex = BlissLexicon(str(path), cache=None)
+    prons = dict(lex.lemma_by_orth("ab").pronunciations)
+    assert prons[("a", "b")] == pytest.approx(-math.log(0.25))
+    assert prons[("b",)] == 0.5 and prons[("a",)] == 0.0
+    assert prons[("c",)] == math.inf and prons[("a", "a")] == math.inf
+
+
+def test_unknown_words_as_rasr_substituted_or_skipped(tmp_path, caplog):
+    """With an unknown lemma that has a pronunciation: substituted (RASR's warning); without an
+    unknown lemma: skipped with RASR's warning, the rest of the orthography stays; an unknown lemma
+    without a pronunciation: an empty graph, an error for this orthography only."""
+    with_unk = tmp_path / "with.xml"
+    with_unk.write_text(LEXICON)
+    lex = BlissLexicon(str(with_unk), cache=None)
+    assert [lm.orths[0] for lm in lex.lemmas_of("c zzz c")] == ["c", "[UNKNOWN]", "c"]
+    assert 'substituting unknown word "zzz" with "[UNKNOWN]"' in caplog.text
+    without = tmp_path / "without.xml"
+    without.write_text(LEXICON.replace('<lemma special="unknown"><orth>[UNKNOWN]</orth><phon>c</phon></lemma>', ""))
+    lex = BlissLexicon(str(without), cache=None)
+    assert [lm.orths[0] for lm in lex.lemmas_of("c zzz ab")] == ["c", "ab"]
+    assert 'skipping unknown word "zzz"' in caplog.text
+    np.testing.assert_array_equal(lex.hmm_automaton("c zzz ab").export()[2], lex.hmm_automaton("c ab").export()[2])
+    no_phon = tmp_path / "nophon.xml"
+    no_phon.write_text(LEXICON.replace("<orth>[UNKNOWN]</orth><phon>c</phon>", "<orth>[UNKNOWN]</orth>"))
+    lex = BlissLexicon(str(no_phon), cache=None)
+    with pytest.raises(ValueError, match=r"lemma-pronunciation graph is empty: the unknown lemma '\[UNKNOWN\]' "
+                                         r".* has no pronunciation \(orthography 'c zzz'\)"):
         lex.hmm_automaton("c zzz")
+    assert lex.hmm_automaton("c ab").num_edges > 0  # other orthographies are not affected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,15 +342,55 @@ def test_emulator_children_serve_a_bliss_setup_from_one_rasr_config(files, tmp_p
     assert edges.shape[1] == want.size
 
 
-def test_a_corpus_word_the_lexicon_cannot_spell_names_corpus_line_and_lexicon(files, tmp_path):
+def test_a_word_the_lexicon_cannot_spell_fails_only_its_segment(files, tmp_path):
+    """RASR reads an orthography only when its segment is asked for: the corpus loads; an empty graph
+    fails that segment's request (naming it), the other segments are served."""
     path = tmp_path / "lex.xml"
-    path.write_text(LEXICON.replace('<lemma special="unknown"><orth>[UNKNOWN]</orth><phon>c</phon></lemma>', ""))
-    corpus = tmp_path / "c.xml"
-    corpus.write_text(CORPUS.replace("<orth>c</orth>", "<orth>c zzz</orth>"))
-    with pytest.raises(BlissError) as exc:
-        load_corpus(str(corpus), lexicon=BlissLexicon(str(path)))
-    msg = str(exc.value)
-    assert msg.startswith(f"{corpus}:5: segment 'train/rec1/2': {path}: no lemma for word 'zzz'") and "\n" not in msg
-    # the built-in lexicon's alphabet, likewise
-    with pytest.raises(BlissError, match=r"c\.xml:5: segment 'train/rec1/2': .*symbol 'z' is not in the lexicon"):
-        load_corpus(str(corpus), lexicon=Lexicon(alphabet="abc"))
+    path.write_text(LEXICON.replace("<orth>[UNKNOWN]</orth><phon>c</phon>", "<orth>[UNKNOWN]</orth>"))
+    corpus_file = tmp_path / "c.xml"
+    corpus_file.write_text(CORPUS.replace("<orth>c</orth>", "<orth>c zzz</orth>"))
+    lex = BlissLexicon(str(path))
+    corpus = load_corpus(str(corpus_file), lexicon=lex)
+    assert corpus.names == NAMES
+    bad = corpus.get("train/rec1/2")
+    assert bad.features.shape == (bad.num_frames, corpus.feature_dim)  # features need no spelling
+    cb = Callback(corpus, criterion="fsa", lexicon=lex)
+    with pytest.raises(ValueError, match="lemma-pronunciation graph is empty"):
+        cb("export_allophone_state_fsa_by_segment_name", "train/rec1/2")
+    assert cb("export_allophone_state_fsa_by_segment_name", "train/rec1/s1")[1] > 0
+    # the built-in lexicon's alphabet: the features still come (noise only)
+    plain = load_corpus(str(corpus_file), lexicon=Lexicon(alphabet="abc"))
+    assert plain.get("train/rec1/2").features.shape[0] == bad.num_frames
+
+
+def test_speakers_conditions_and_names_as_rasr_inherits_them(tmp_path, caplog):
+    """Defaults chosen in a section reach the segments below it; a segment's own speaker wins; an
+    anonymous description is the section's default ("ANONYMOUS"); an undefined name is RASR's error
+    and leaves the speaker unset (the recording's default then applies); an unnamed segment takes its
+    position in the recording, with "+" while that name is taken."""
+    path = tmp_path / "c.xml"
+    path.write_text("""<corpus name="c">
+  <speaker-description name="top"/><condition-description name="clean"/>
+  <condition name="clean"/>
+  <subcorpus name="s">
+    <speaker-description name="inner"/>
+    <speaker name="top"/>
+    <recording name="r1" audio="r1.wav">
+      <segment name="2" start="0" end="1"><speaker name="inner"/></segment>
+      <segment start="1" end="2"/>
+      <segment start="2" end="3"><speaker-description gender="male"/><condition name="clean"/></segment>
+    </recording>
+    <recording name="r2" audio="r2.wav"><speaker name="nobody"/><segment start="0" end="1"/></recording>
+  </subcorpus>
+  <recording name="r3" audio="r3.wav"><speaker-description/><segment start="0" end="1"/></recording>
+</corpus>
+""")
+    _, segs = read_bliss_corpus(str(path))
+    assert [(s["name"], s["speaker"], s["condition"]) for s in segs] == [
+        ("c/s/r1/2", "inner", "clean"),
+        ("c/s/r1/2+", "top", "clean"),
+        ("c/s/r1/3", "ANONYMOUS", "clean"),
+        ("c/s/r2/1", "top", "clean"),
+        ("c/r3/1", "ANONYMOUS", "clean"),
+    ]
+    assert f'{path}:12: speaker "nobody" not defined' in caplog.text

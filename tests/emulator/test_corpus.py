@@ -60,7 +60,8 @@ def test_segment_lookup():
     with pytest.raises(KeyError):
         corpus.get("nope")
     info = corpus.segments_info()[seg.name]
-    assert info == {"orth": seg.orthography, "nframes": seg.num_frames, "speaker": seg.speaker}
+    assert info == {"orth": seg.orthography, "nframes": seg.num_frames, "speaker": seg.speaker,
+                    "time": pytest.approx(seg.num_frames * 0.01)}
 
 
 def test_text_corpus(tmp_path):

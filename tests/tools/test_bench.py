@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY_SIZES = [(1, 1), (3, 17)]
 #: replacement values for asv parameters, so the whole suite runs in seconds
 TINY_PARAMS = {"size": TINY_SIZES}  # other parameters (transport, children, child) run all their values
-TINY_ATTRS = {"batch_shape": (5, 3, 7), "rounds": 2}
+TINY_ATTRS = {"batch_shape": (5, 3, 7), "rounds": 2, "num_lemmas": 50}
 
 
 def test_expected_error_signal_is_independent_of_the_child():

@@ -92,3 +92,52 @@ def test_demo_refuses_a_timeout_that_cannot_work(capsys, value):
         cli.main(["demo", "--timeout", value])
     assert info.value.code == 2
     assert "--timeout must be a positive number of seconds" in capsys.readouterr().err
+
+
+@pytest.fixture
+def user_files(tmp_path, monkeypatch):
+    """A user's Bliss lexicon (gzip'd) and corpus, one word of it missing from the lexicon, and a RASR
+    config naming both; the lexicon cache in a temporary directory."""
+    from sprint_control.emulator import synthetic_bliss as sb
+
+    monkeypatch.setenv("SPRINT_CONTROL_CACHE_DIR", str(tmp_path / "cache"))
+    lex = sb.write_lexicon(tmp_path / "lex.xml.gz", 200, seed=1)
+    corpus = tmp_path / "corpus.xml"
+    corpus.write_text(sb.corpus_text(30, sb.words(200, seed=1), seconds=(10.0, 14.0), unknown=["NOWORD"]))
+    config = tmp_path / "train.config"
+    config.write_text(f"[*]\ncorpus.file = {corpus}\nmodel-combination.lexicon.file = {lex}\n"
+                      "hmm.states-per-phone = 1\n")
+    return {"lexicon": str(lex), "corpus": str(corpus), "config": str(config)}
+
+
+@pytest.mark.parametrize("how,criterion", [("files", "ctc"), ("config", "fsa")])
+def test_demo_trains_on_a_users_corpus_and_lexicon(user_files, how, criterion):
+    from sprint_control.emulator import criteria
+    from sprint_control.emulator.bliss_lexicon import BlissLexicon
+
+    out = io.StringIO()
+    kwargs = ({"corpus": user_files["corpus"], "lexicon": user_files["lexicon"]} if how == "files"
+              else {"config": user_files["config"]})
+    report = run_demo(instances=2, epochs=3, criterion=criterion, batch_size=6, progress=False, out=out, **kwargs)
+    lex = BlissLexicon(user_files["lexicon"], states_per_phone=1 if how == "config" else 3)
+    assert report.num_labels == criteria.num_labels(criterion, lex)
+    assert report.num_segments == 30 and all(e.skipped == 0 for e in report.epochs)
+    losses = report.losses
+    assert losses[2] < losses[1] < losses[0], losses
+    text = out.getvalue()
+    assert "30 segments of corpus 'synthetic'" in text and "loss fell" in text
+
+
+def test_cli_demo_on_a_users_files_and_their_errors(user_files, tmp_path, capsys):
+    rc = cli.main(["demo", "--corpus", user_files["corpus"], "--lexicon", user_files["lexicon"], "--instances", "1",
+                   "--epochs", "2", "--segments", "8", "--batch-size", "4", "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "8 segments of corpus" in text and "loss fell" in text
+    assert cli.main(["demo", "--corpus", str(tmp_path / "nowhere.xml")]) == 2
+    assert "--corpus " in capsys.readouterr().err
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<corpus>\n</corpus>\n")
+    assert cli.main(["demo", "--corpus", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"sprint-control demo: error: {bad}:1: <corpus> needs a name attribute (the first part of" \
+                          " every segment name)"
