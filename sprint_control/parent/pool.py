@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -16,6 +17,7 @@ from ..errors import SprintControlError
 from ..wire import framing
 from ..wire.protocol import PROTOCOL_V1
 from ..wire.shm import SharedRegion
+from . import fork_guard
 from .batch import (
     Automata,
     BatchResult,
@@ -81,12 +83,13 @@ class SprintInstancePool:
         key = _hashable(sprint_opts)
         with cls.class_lock:
             pool = cls.global_instances.get(key)
-            if pool is None or pool.closed:
+            if pool is None or pool.closed or fork_guard.in_copy(pool.owner_pid):  # a copy's: the parent's pool
                 pool = SprintInstancePool(sprint_opts=dict(sprint_opts))
                 cls.global_instances[key] = pool
             return pool
 
     def __init__(self, sprint_opts: Mapping[str, Any]):
+        self.owner_pid = os.getpid()  # a forked copy refuses every call (fork_guard)
         self.lock = threading.RLock()
         opts = dict(sprint_opts)
         self.max_num_instances = int(opts.pop("numInstances", DEFAULTS.num_instances))
@@ -157,7 +160,11 @@ class SprintInstancePool:
         protos = [i.protocol for i in self.instances if i.protocol is not None]
         return min(protos) if protos else None
 
+    def _check_owner(self) -> None:
+        fork_guard.check_owner(self.owner_pid, "pool")
+
     def _check_open(self) -> None:
+        self._check_owner()  # first: a copy must not even look at the parent's children
         if self.closed:
             raise SprintControlError("this pool is closed (a closed pool cannot be restarted; create a new one)")
 
@@ -167,6 +174,7 @@ class SprintInstancePool:
 
     def start(self) -> SprintInstancePool:
         """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
+        self._check_owner()  # before the lock: a thread of the parent may have held it at the fork
         with self.lock:
             self._check_open()
             fresh = []
@@ -209,6 +217,7 @@ class SprintInstancePool:
 
     def get_free_instance(self) -> Optional[SprintSubprocessInstance]:
         """An instance with no pending request (starting one if the pool is not full), else None."""
+        self._check_owner()
         with self.lock:
             self._check_open()
             for inst in self.instances:
@@ -302,7 +311,10 @@ class SprintInstancePool:
         return merge_automata(parts)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Closes every child (exit, bounded wait, terminate/kill) and ends the worker threads."""
+        """Closes every child (exit, bounded wait, terminate/kill) and ends the worker threads. In a
+        forked copy it does nothing: the children are the parent's."""
+        if fork_guard.in_copy(self.owner_pid):
+            return
         with self.lock:
             self.closed = True
             self._workers.stop()
@@ -405,6 +417,7 @@ class SprintPool(SprintInstancePool):
 
     def compute_segment(self, name: str, log_posteriors: np.ndarray) -> SegmentResult:
         """Loss and error signal of one segment, (time, label), on a free child."""
+        self._check_owner()
         with self.lock:
             inst = self.get_free_instance()
             if inst is None:
@@ -418,3 +431,10 @@ class SprintPool(SprintInstancePool):
     def automata(self, tags: Any) -> Automata:
         """The batch automaton (see ``get_automata_for_batch``)."""
         return Automata(*self.get_automata_for_batch(tags))
+
+
+def _new_class_lock_in_a_copy() -> None:
+    SprintInstancePool.class_lock = threading.RLock()  # a thread that held it at the fork is not in the copy
+
+
+os.register_at_fork(after_in_child=_new_class_lock_in_a_copy)

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 from ..errors import SprintChildError, SprintControlError, SprintRemoteError
 from ..wire.protocol import INIT_VERSION, ParentLink
 from ..wire.shm import SharedRegion
-from . import failures
+from . import failures, fork_guard
 from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
 from .output import describe_exit
 from .process import KILL_GRACE, ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
@@ -174,11 +174,12 @@ class ChildSession:
     # life cycle
 
     def _check_owner(self) -> None:
-        if os.getpid() != self.parent_pid:
-            raise SprintControlError("this SprintSubprocessInstance belongs to another process (forked parent)")
+        # before any lock: a thread of the parent may have held it at the fork
+        fork_guard.check_owner(self.parent_pid, "SprintSubprocessInstance")
 
     def init(self) -> None:
         """(Re)starts the child: closes a running one, spawns a new one, does the handshake."""
+        self._check_owner()
         with self._lock:
             self.spawn()
             self.handshake()
@@ -186,8 +187,8 @@ class ChildSession:
     def spawn(self) -> None:
         """Starts a new child (closing a running one, which counts as a restart); ``handshake``
         then greets it. A pool spawns all its children first, so their start-ups overlap."""
+        self._check_owner()
         with self._lock:
-            self._check_owner()
             if self._process is not None:
                 self.close()
             if self._started:
@@ -248,6 +249,7 @@ class ChildSession:
         """Restarts the child when ``needs_restart`` says so: one that is out of step is killed,
         one that died after its last answer is reaped (rather than failing the next request on a
         broken pipe)."""
+        self._check_owner()  # in a copy, poll() reads "exited with status 0": no false restart warning
         with self._lock:
             reason = self.needs_restart()
             if reason is None:
@@ -267,6 +269,7 @@ class ChildSession:
 
     def restart(self) -> None:
         """Kills the child (whatever it is doing) and starts a new one."""
+        self._check_owner()
         with self._lock:
             self.kill()
             self.init()
@@ -274,6 +277,7 @@ class ChildSession:
     def kill_now(self) -> None:
         """SIGKILL only, from any thread: a thread blocked on this child's pipes then sees EOF or
         EPIPE and cleans up itself (the fds are not touched here)."""
+        self._check_owner()
         process = self._process
         if process is not None:
             self._killed = True  # it may take a moment to die: poll() must not be trusted until then
@@ -282,6 +286,7 @@ class ChildSession:
     def kill(self) -> None:
         """Kills the child right away (after a timeout, a broken stream or an interrupted exchange)
         and reaps it."""
+        self._check_owner()
         process, link = self._process, self._link
         self._link = None
         if link is not None:
@@ -299,7 +304,10 @@ class ChildSession:
     def close(self) -> Optional[int]:
         """Asks the child to exit, waits ``exit_timeout``, then terminates/kills it; reaps it and
         closes every fd. Returns its exit status (None when there was no child). Idempotent. A child
-        with a request under way is killed at once: it would not read ``exit``."""
+        with a request under way is killed at once: it would not read ``exit``. In a forked copy it
+        does nothing (the child is the parent's; ``exit`` would end it)."""
+        if fork_guard.in_copy(self.parent_pid):
+            return None
         with self._lock:
             process, link = self._process, self._link
             if process is None:
