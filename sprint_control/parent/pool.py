@@ -8,7 +8,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -36,6 +37,9 @@ from .process import ExecPath
 from .workers import Batch, Workers
 
 logger = logging.getLogger("sprint_control.parent")
+
+#: what an exchange cut off by ``close()`` (from another thread or a signal handler) reads
+POOL_CLOSED = "the pool was closed"
 
 
 def _hashable(value: Any) -> Any:
@@ -116,6 +120,7 @@ class SprintInstancePool:
         self.sprint_opts = opts
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
+        self._batch_thread: Optional[int] = None  # the thread whose call holds the lock for its exchanges
         self._workers = Workers()
         # a pool dropped without close() must not leave its idle worker threads behind
         weakref.finalize(self, self._workers.stop, 0.0)
@@ -130,6 +135,7 @@ class SprintInstancePool:
     def empty(self, shape, dtype=np.float32) -> np.ndarray:
         """An uninitialised array for batch data: in the shared region when the pool uses one
         (the children then read and write it in place), else an ordinary numpy array."""
+        self._check_owner()  # a forked copy, a call from a signal handler inside a call
         self._check_open()
         if self.region is not None:
             # under the pool's lock: the region grows between batches, never while another thread's
@@ -162,9 +168,28 @@ class SprintInstancePool:
 
     def _check_owner(self) -> None:
         fork_guard.check_owner(self.owner_pid, "pool")
+        if self._batch_thread == threading.get_ident():
+            raise SprintControlError(
+                "this pool was re-entered: the calling thread is inside one of its calls (a call from a signal"
+                " handler?); a pool serves one call at a time per thread: call it after the interrupted one returned")
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """The pool's lock for one call's exchanges, marked with the calling thread: a call from a
+        signal handler of that thread is refused (``_check_owner``), and a ``close()`` that came
+        meanwhile is finished when the call ends."""
+        with self.lock:
+            self._check_open()
+            self._batch_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._batch_thread = None
+                if self.closed:
+                    self._close_now()
 
     def _check_open(self) -> None:
-        self._check_owner()  # first: a copy must not even look at the parent's children
+        fork_guard.check_owner(self.owner_pid, "pool")  # first: a copy must not even look at the children
         if self.closed:
             raise SprintControlError("this pool is closed (a closed pool cannot be restarted; create a new one)")
 
@@ -219,6 +244,10 @@ class SprintInstancePool:
         """An instance with no pending request (starting one if the pool is not full), else None."""
         self._check_owner()
         with self.lock:
+            return self._free_instance()
+
+    def _free_instance(self) -> Optional[SprintSubprocessInstance]:
+        with self.lock:
             self._check_open()
             for inst in self.instances:
                 # one thread's instance until its answer is read: threads never share a child's stream
@@ -246,6 +275,7 @@ class SprintInstancePool:
         ``log_posteriors`` (time, batch, label), ``seq_lengths`` (batch,), ``tags`` the segment
         names. Frames past a sequence's length get a zero error signal.
         """
+        self._check_owner()  # a forked copy, a call from a signal handler inside a call
         self._check_open()
         post, lengths, names = checked_batch(log_posteriors, seq_lengths, tags)
         if self.region is None and post.shape[1]:  # refused before anything is sent (or converted)
@@ -279,8 +309,7 @@ class SprintInstancePool:
         # loss 0 and no error signal, without a round trip
         jobs = [[b for b in job if lengths[b] > 0] for job in schedule_longest_first(lengths, self.max_num_instances)]
         started = time.perf_counter()
-        with self.lock:
-            self._check_open()
+        with self._batch():
             self._run_parallel(job, jobs)
         self.seconds += time.perf_counter() - started
         self.segments_done += n_batch
@@ -291,6 +320,7 @@ class SprintInstancePool:
         """One automaton for the batch: ``(edges uint32 (4, E), weights float32 (E,),
         start_end_states uint32 (2, batch))``; edge rows are from, to, emission index, sequence
         index, with each sequence's states offset by the states of the sequences before it."""
+        self._check_owner()  # a forked copy, a call from a signal handler inside a call
         self._check_open()
         names = tag_names(tags)
         check_names(names)
@@ -305,23 +335,49 @@ class SprintInstancePool:
                     return
                 parts[b] = inst.export_allophone_state_fsa(names[b])
 
-        with self.lock:
-            self._check_open()
+        with self._batch():
             self._run_parallel(job, jobs)
         return merge_automata(parts)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Closes every child (exit, bounded wait, terminate/kill) and ends the worker threads. In a
-        forked copy it does nothing: the children are the parent's."""
+        forked copy it does nothing: the children are the parent's.
+
+        From another thread (or a signal handler) while a call exchanges with the children, their
+        children are killed at once, but no fd is closed under the threads that use it: each closes
+        its own when its read or write ended and raises ``SprintChildError: the pool was closed
+        ...``; ``close()`` then waits for the call to end (bounded: its children are dead) and
+        closes the rest. From a signal handler inside a call it returns at once and the call
+        finishes the close when it ends."""
         if fork_guard.in_copy(self.owner_pid):
             return
+        self.closed = True
+        if self._batch_thread is not None:
+            self._close_instances()
+            if self._batch_thread == threading.get_ident():
+                return
+        while not self.lock.acquire(timeout=0.1):  # another thread's call: kill its children until it ends
+            self._close_instances()
+        try:
+            self._close_now()
+        finally:
+            self.lock.release()
+
+    def _close_instances(self) -> None:
+        for inst in list(self.instances):
+            try:
+                inst.close(reason=POOL_CLOSED)
+            except Exception as exc:  # pragma: no cover - close is best effort per child
+                logger.error("closing a Sprint child failed: %s", exc)
+
+    def _close_now(self) -> None:
         with self.lock:
             self.closed = True
             self._workers.stop()
             errors = []
             for inst in self.instances:
                 try:
-                    inst.close()
+                    inst.close(reason=POOL_CLOSED)
                 except Exception as exc:  # pragma: no cover - close is best effort per child
                     errors.append(exc)
             if self.region is not None:
@@ -418,8 +474,8 @@ class SprintPool(SprintInstancePool):
     def compute_segment(self, name: str, log_posteriors: np.ndarray) -> SegmentResult:
         """Loss and error signal of one segment, (time, label), on a free child."""
         self._check_owner()
-        with self.lock:
-            inst = self.get_free_instance()
+        with self._batch():
+            inst = self._free_instance()
             if inst is None:
                 raise SprintControlError("every Sprint child is busy")
             try:
