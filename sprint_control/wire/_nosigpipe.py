@@ -1,6 +1,6 @@
 """Writes to a peer never raise SIGPIPE (the pure-Python side of what ``csrc/frame_io.c`` does).
 
-A pipe has no ``MSG_NOSIGNAL`` (``send``'s flag, which libzmq uses on its sockets), and CPython
+A pipe has no ``MSG_NOSIGNAL`` (the flag socket libraries pass to ``send`` for this), and CPython
 only sets SIGPIPE to ``SIG_IGN`` at start-up: a program that sets it back to ``SIG_DFL`` (as many
 command-line tools do) is killed by a write to a child that is gone. So the writing thread blocks
 SIGPIPE around the write (the mask is per thread; other threads keep theirs), and after
