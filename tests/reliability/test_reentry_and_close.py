@@ -116,7 +116,12 @@ def test_close_from_another_thread_during_an_exchange(emulator, monkeypatch, sty
     try:
         thread.start()
         assert started.wait(CLOSE_BOUND)
-        time.sleep(0.3)  # the other thread is now blocked on the child's pipe
+        # wait until the other thread is inside its exchange (the mark is there once the guard is), then
+        # a moment more: it is blocked on the child's pipe
+        deadline = time.monotonic() + 2.0
+        while getattr(inst, "_exchanging", None) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
         closer = threading.Thread(target=pool.close)
         began = time.monotonic()
         closer.start()
