@@ -169,6 +169,9 @@ def getSegmentList(corpusName, segmentList, config, **kwargs):
     control = init(name="sprint_control.PythonSegmentOrder", reference=corpus, config=config)
     control.check_control_loop_running()
     yield from control.segment_list_iterator()
+    failure = control.server.failure
+    if failure:  # the control thread ended on pipes it could not use: RASR must fail, not finish
+        raise SprintControlError(f"the control loop ended: {failure}")
 
 
 get_segment_list = getSegmentList

@@ -21,12 +21,20 @@ from sprint_control.wire.v1 import INIT_VERSION
 CHILD_BOUND = 60
 
 
-def _run_child(c2p: int, p2c: int, pass_fds=(), send_init: bool = False) -> tuple[int, str]:
-    """Runs the emulator with the Sprint side on the given fds; returns its status and output."""
+def _run_child(c2p: int, p2c: int, pass_fds=(), own_loop: bool = False) -> tuple[int, str]:
+    """Runs the emulator with the Sprint side on the given fds; returns its status and output.
+    ``own_loop``: RASR iterates the corpus in the module's segment order, whose control loop runs in
+    a thread of the module's own (flow A without RASR's control loop)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    config = f"c2p_fd:{c2p},p2c_fd:{p2c}"
     cmd = emulator_command() + [
         "--*.python-control-enabled=true", f"--*.pymod-path={root}", "--*.pymod-name=sprint_control.control",
-        f"--*.pymod-config=c2p_fd:{c2p},p2c_fd:{p2c}", "--*.corpus.synthetic=2", "--*.log-level=warning"]
+        f"--*.pymod-config={config}", "--*.corpus.synthetic=2", "--*.log-level=warning"]
+    if own_loop:
+        cmd += ["--*.python-control-loop-type=iterate-corpus", "--*.python-segment-order=true",
+                f"--*.python-segment-order-pymod-path={root}",
+                "--*.python-segment-order-pymod-name=sprint_control.control",
+                f"--*.python-segment-order-config={config}"]
     env = {**os.environ, "PYTHONPATH": pythonpath()}
     child = subprocess.Popen(cmd, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, env=env)
@@ -91,15 +99,17 @@ def test_a_c2p_fd_open_for_reading_ends_the_child_with_a_failure_status():
 
 
 @pytest.mark.usefixtures("no_leaks")
-def test_a_c2p_fd_whose_writes_fail_ends_the_loop_with_a_failure_status():
+@pytest.mark.parametrize("own_loop", [False, True], ids=["rasr-loop", "threaded-loop"])
+def test_a_c2p_fd_whose_writes_fail_ends_the_loop_with_a_failure_status(own_loop):
     """/dev/full takes the fd's checks but fails every write (ENOSPC): the control loop cannot
-    answer the parent's ``init``; it ends with RASR's failure status and the reason."""
+    answer the parent's ``init``; it ends with RASR's failure status and the reason, in RASR's
+    control loop and in the module's own (threaded) one behind the segment order."""
     r, w = os.pipe()
     full = os.open("/dev/full", os.O_WRONLY)
     try:
         message = pickle.dumps(("init", "test", INIT_VERSION), protocol=4)
         os.write(w, struct.pack("<i", len(message)) + message)
-        rc, out = _run_child(c2p=full, p2c=r, pass_fds=(r, full))
+        rc, out = _run_child(c2p=full, p2c=r, pass_fds=(r, full), own_loop=own_loop)
     finally:
         for fd in (r, w, full):
             os.close(fd)
