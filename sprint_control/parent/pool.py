@@ -167,6 +167,8 @@ class SprintInstancePool:
         return min(protos) if protos else None
 
     def _check_owner(self) -> None:
+        """At the top of every public method, before any lock: refuses a forked copy and a call from
+        a signal handler of the thread inside one of this pool's calls."""
         fork_guard.check_owner(self.owner_pid, "pool")
         if self._batch_thread == threading.get_ident():
             raise SprintControlError(
