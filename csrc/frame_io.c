@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -184,7 +185,50 @@ static int sc_write_loop(int fd, sc_iov_cursor *cur, double deadline, int splice
     return 0;
 }
 
-int sc_writev_all(int fd, sc_iov_cursor *cur, double deadline) { return sc_write_loop(fd, cur, deadline, 0); }
+static int sc_writev_all_raw(int fd, sc_iov_cursor *cur, double deadline) {
+    return sc_write_loop(fd, cur, deadline, 0);
+}
+
+/* Writes never raise SIGPIPE. A pipe has no MSG_NOSIGNAL (send(2)'s flag), and a process that set
+   SIGPIPE back to SIG_DFL would die on a write to a peer that is gone: the writing thread blocks
+   the signal around the write (the mask is per thread, other threads are untouched), and after
+   EPIPE takes the SIGPIPE that write queued for it (sigtimedwait with a zero timeout) before it
+   unblocks, so the caller gets -EPIPE and nothing else. A thread that blocked SIGPIPE itself is
+   left as it is. */
+typedef struct {
+    sigset_t old;
+    int guarded; /* 1: this call blocked SIGPIPE and must unblock it */
+} sc_sigpipe_guard;
+
+static void sc_sigpipe_block(sc_sigpipe_guard *g) {
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    g->guarded = pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old) == 0 && !sigismember(&g->old, SIGPIPE);
+}
+
+static void sc_sigpipe_restore(sc_sigpipe_guard *g, int rc) {
+    if (!g->guarded) return;
+    if (rc == -EPIPE) {
+        sigset_t pipe_set;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        const struct timespec zero = {0, 0};
+        int r;
+        do {
+            r = sigtimedwait(&pipe_set, NULL, &zero);
+        } while (r < 0 && errno == EINTR);
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+int sc_writev_all(int fd, sc_iov_cursor *cur, double deadline) {
+    sc_sigpipe_guard g;
+    sc_sigpipe_block(&g);
+    int rc = sc_writev_all_raw(fd, cur, deadline);
+    sc_sigpipe_restore(&g, rc);
+    return rc;
+}
 
 static unsigned long long sc_spliced_total = 0;
 
@@ -235,15 +279,15 @@ static int sc_write_part(int fd, sc_iov_cursor *cur, size_t limit, double deadli
     return rc;
 }
 
-int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double deadline) {
+static int sc_write_frame_all_raw(int fd, sc_iov_cursor *cur, int payload_index, double deadline) {
 #if defined(F_GETPIPE_SZ) && defined(SPLICE_F_MOVE) && defined(FIONREAD)
     size_t payload = 0;
     for (int i = payload_index; i < cur->count; i++) payload += cur->iov[i].iov_len;
-    if (payload < 2 * SC_SPLICE_MIN || !sc_splice_enabled()) return sc_writev_all(fd, cur, deadline);
+    if (payload < 2 * SC_SPLICE_MIN || !sc_splice_enabled()) return sc_writev_all_raw(fd, cur, deadline);
     int pipe_size = fcntl(fd, F_GETPIPE_SZ);
     if (pipe_size <= 0 || payload < (size_t)pipe_size + SC_SPLICE_MIN || cur->index > payload_index ||
         !sc_splice_enabled())
-        return sc_writev_all(fd, cur, deadline);
+        return sc_writev_all_raw(fd, cur, deadline);
     /* The copied tail is one page more than the pipe holds, so it always fills every slot. */
     size_t tail = (size_t)pipe_size + (size_t)sysconf(_SC_PAGESIZE);
     size_t head = 0;
@@ -260,7 +304,7 @@ int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double dea
     } else {
         __atomic_add_fetch(&sc_spliced_total, (unsigned long long)spliced, __ATOMIC_RELAXED);
     }
-    rc = sc_writev_all(fd, cur, deadline);
+    rc = sc_writev_all_raw(fd, cur, deadline);
     if (rc < 0) return rc;
     /* A pipe grown by the peer during this frame could still hold spliced pages: wait them out. */
     for (;;) {
@@ -272,8 +316,16 @@ int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double dea
     }
 #else
     (void)payload_index;
-    return sc_writev_all(fd, cur, deadline);
+    return sc_writev_all_raw(fd, cur, deadline);
 #endif
+}
+
+int sc_write_frame_all(int fd, sc_iov_cursor *cur, int payload_index, double deadline) {
+    sc_sigpipe_guard g;
+    sc_sigpipe_block(&g);
+    int rc = sc_write_frame_all_raw(fd, cur, payload_index, deadline);
+    sc_sigpipe_restore(&g, rc);
+    return rc;
 }
 
 static inline void sc_relax(void) {

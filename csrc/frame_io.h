@@ -3,7 +3,8 @@
  *
  * The functions never call into Python. They return 0 when done, or a negative errno:
  * -EINTR means "a signal arrived, run the Python signal handlers and call again" (the cursor
- * keeps its position), -ETIMEDOUT means the deadline passed. Reads return 1 on EOF.
+ * keeps its position), -ETIMEDOUT means the deadline passed. Reads return 1 on EOF. Writes never
+ * raise SIGPIPE: a peer that is gone is -EPIPE, whatever the process's SIGPIPE disposition.
  */
 #ifndef SPRINT_CONTROL_FRAME_IO_H
 #define SPRINT_CONTROL_FRAME_IO_H

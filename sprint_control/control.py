@@ -46,6 +46,7 @@ RASR sees, with the seed's names.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import traceback
@@ -79,6 +80,24 @@ __all__ = [
 
 #: How long ``exit()`` gives the control thread to deliver the last answers (seconds).
 EXIT_DRAIN_TIMEOUT = 10.0
+
+
+def _check_pipe_end(key: str, fd: int, way: str) -> None:
+    """Refuses a ``c2p_fd``/``p2c_fd`` that is no open fd of this process or is open the wrong way
+    (a loop on it would end at its first write with nothing the parent could read)."""
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except (OSError, OverflowError, ValueError):  # a number no C int holds, a negative one
+        raise SprintControlError(
+            f"{key} {fd} is not an open file descriptor in this process: the parent must leave its pipe"
+            " ends open across exec (pass_fds) and name them in --*.pymod-config"
+        ) from None
+    wanted = (os.O_WRONLY, os.O_RDWR) if way == "writing" else (os.O_RDONLY, os.O_RDWR)
+    if flags & os.O_ACCMODE not in wanted:
+        raise SprintControlError(
+            f"{key} {fd} is not open for {way}: --*.pymod-config must name the parent's pipe ends as this side"
+            " sees them (c2p_fd the end it writes, p2c_fd the end it reads)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +169,9 @@ def getSegmentList(corpusName, segmentList, config, **kwargs):
     control = init(name="sprint_control.PythonSegmentOrder", reference=corpus, config=config)
     control.check_control_loop_running()
     yield from control.segment_list_iterator()
+    failure = control.server.failure
+    if failure:  # the control thread ended on pipes it could not use: RASR must fail, not finish
+        raise SprintControlError(f"the control loop ended: {failure}")
 
 
 get_segment_list = getSegmentList
@@ -293,14 +315,8 @@ class PythonControl:
             raise SprintControlError("PythonControl exists once per process; use PythonControl.create()")
         self.c2p_fd = int(c2p_fd)
         self.p2c_fd = int(p2c_fd)
-        for key, fd in (("c2p_fd", self.c2p_fd), ("p2c_fd", self.p2c_fd)):
-            try:
-                os.fstat(fd)
-            except OSError:
-                raise SprintControlError(
-                    f"{key} {fd} is not an open file descriptor in this process: the parent must leave its pipe"
-                    " ends open across exec (pass_fds) and name them in --*.pymod-config"
-                ) from None
+        for key, fd, way in (("c2p_fd", self.c2p_fd, "writing"), ("p2c_fd", self.p2c_fd, "reading")):
+            _check_pipe_end(key, fd, way)
         self.config: dict[str, str] = {}
         self.callers: list[str] = []
         self.references: list[Any] = []

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -16,6 +18,7 @@ from ..errors import SprintControlError
 from ..wire import framing
 from ..wire.protocol import PROTOCOL_V1
 from ..wire.shm import SharedRegion
+from . import fork_guard
 from .batch import (
     Automata,
     BatchResult,
@@ -34,6 +37,9 @@ from .process import ExecPath
 from .workers import Batch, Workers
 
 logger = logging.getLogger("sprint_control.parent")
+
+#: what an exchange cut off by ``close()`` (from another thread or a signal handler) reads
+POOL_CLOSED = "the pool was closed"
 
 
 def _hashable(value: Any) -> Any:
@@ -81,12 +87,13 @@ class SprintInstancePool:
         key = _hashable(sprint_opts)
         with cls.class_lock:
             pool = cls.global_instances.get(key)
-            if pool is None or pool.closed:
+            if pool is None or pool.closed or fork_guard.in_copy(pool.owner_pid):  # a copy's: the parent's pool
                 pool = SprintInstancePool(sprint_opts=dict(sprint_opts))
                 cls.global_instances[key] = pool
             return pool
 
     def __init__(self, sprint_opts: Mapping[str, Any]):
+        self.owner_pid = os.getpid()  # a forked copy refuses every call (fork_guard)
         self.lock = threading.RLock()
         opts = dict(sprint_opts)
         self.max_num_instances = int(opts.pop("numInstances", DEFAULTS.num_instances))
@@ -113,6 +120,7 @@ class SprintInstancePool:
         self.sprint_opts = opts
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
+        self._batch_thread: Optional[int] = None  # the thread whose call holds the lock for its exchanges
         self._workers = Workers()
         # a pool dropped without close() must not leave its idle worker threads behind
         weakref.finalize(self, self._workers.stop, 0.0)
@@ -127,6 +135,7 @@ class SprintInstancePool:
     def empty(self, shape, dtype=np.float32) -> np.ndarray:
         """An uninitialised array for batch data: in the shared region when the pool uses one
         (the children then read and write it in place), else an ordinary numpy array."""
+        self._check_owner()  # a forked copy, a call from a signal handler inside a call
         self._check_open()
         if self.region is not None:
             # under the pool's lock: the region grows between batches, never while another thread's
@@ -157,7 +166,32 @@ class SprintInstancePool:
         protos = [i.protocol for i in self.instances if i.protocol is not None]
         return min(protos) if protos else None
 
+    def _check_owner(self) -> None:
+        """At the top of every public method, before any lock: refuses a forked copy and a call from
+        a signal handler of the thread inside one of this pool's calls."""
+        fork_guard.check_owner(self.owner_pid, "pool")
+        if self._batch_thread == threading.get_ident():
+            raise SprintControlError(
+                "this pool was re-entered: the calling thread is inside one of its calls (a call from a signal"
+                " handler?); a pool serves one call at a time per thread: call it after the interrupted one returned")
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """The pool's lock for one call's exchanges, marked with the calling thread: a call from a
+        signal handler of that thread is refused (``_check_owner``), and a ``close()`` that came
+        meanwhile is finished when the call ends."""
+        with self.lock:
+            self._check_open()
+            self._batch_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._batch_thread = None
+                if self.closed:
+                    self._close_now()
+
     def _check_open(self) -> None:
+        fork_guard.check_owner(self.owner_pid, "pool")  # first: a copy must not even look at the children
         if self.closed:
             raise SprintControlError("this pool is closed (a closed pool cannot be restarted; create a new one)")
 
@@ -167,6 +201,7 @@ class SprintInstancePool:
 
     def start(self) -> SprintInstancePool:
         """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
+        self._check_owner()  # before the lock: a thread of the parent may have held it at the fork
         with self.lock:
             self._check_open()
             fresh = []
@@ -209,6 +244,11 @@ class SprintInstancePool:
 
     def get_free_instance(self) -> Optional[SprintSubprocessInstance]:
         """An instance with no pending request (starting one if the pool is not full), else None."""
+        self._check_owner()
+        with self.lock:
+            return self._free_instance()
+
+    def _free_instance(self) -> Optional[SprintSubprocessInstance]:
         with self.lock:
             self._check_open()
             for inst in self.instances:
@@ -237,6 +277,7 @@ class SprintInstancePool:
         ``log_posteriors`` (time, batch, label), ``seq_lengths`` (batch,), ``tags`` the segment
         names. Frames past a sequence's length get a zero error signal.
         """
+        self._check_owner()  # a forked copy, a call from a signal handler inside a call
         self._check_open()
         post, lengths, names = checked_batch(log_posteriors, seq_lengths, tags)
         if self.region is None and post.shape[1]:  # refused before anything is sent (or converted)
@@ -270,8 +311,7 @@ class SprintInstancePool:
         # loss 0 and no error signal, without a round trip
         jobs = [[b for b in job if lengths[b] > 0] for job in schedule_longest_first(lengths, self.max_num_instances)]
         started = time.perf_counter()
-        with self.lock:
-            self._check_open()
+        with self._batch():
             self._run_parallel(job, jobs)
         self.seconds += time.perf_counter() - started
         self.segments_done += n_batch
@@ -282,6 +322,7 @@ class SprintInstancePool:
         """One automaton for the batch: ``(edges uint32 (4, E), weights float32 (E,),
         start_end_states uint32 (2, batch))``; edge rows are from, to, emission index, sequence
         index, with each sequence's states offset by the states of the sequences before it."""
+        self._check_owner()  # a forked copy, a call from a signal handler inside a call
         self._check_open()
         names = tag_names(tags)
         check_names(names)
@@ -296,20 +337,49 @@ class SprintInstancePool:
                     return
                 parts[b] = inst.export_allophone_state_fsa(names[b])
 
-        with self.lock:
-            self._check_open()
+        with self._batch():
             self._run_parallel(job, jobs)
         return merge_automata(parts)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Closes every child (exit, bounded wait, terminate/kill) and ends the worker threads."""
+        """Closes every child (exit, bounded wait, terminate/kill) and ends the worker threads. In a
+        forked copy it does nothing: the children are the parent's.
+
+        From another thread (or a signal handler) while a call exchanges with the children, their
+        children are killed at once, but no fd is closed under the threads that use it: each closes
+        its own when its read or write ended and raises ``SprintChildError: the pool was closed
+        ...``; ``close()`` then waits for the call to end (bounded: its children are dead) and
+        closes the rest. From a signal handler inside a call it returns at once and the call
+        finishes the close when it ends."""
+        if fork_guard.in_copy(self.owner_pid):
+            return
+        self.closed = True
+        if self._batch_thread is not None:
+            self._close_instances()
+            if self._batch_thread == threading.get_ident():
+                return
+        while not self.lock.acquire(timeout=0.1):  # another thread's call: kill its children until it ends
+            self._close_instances()
+        try:
+            self._close_now()
+        finally:
+            self.lock.release()
+
+    def _close_instances(self) -> None:
+        for inst in list(self.instances):
+            try:
+                inst.close(reason=POOL_CLOSED)
+            except Exception as exc:  # pragma: no cover - close is best effort per child
+                logger.error("closing a Sprint child failed: %s", exc)
+
+    def _close_now(self) -> None:
         with self.lock:
             self.closed = True
             self._workers.stop()
             errors = []
             for inst in self.instances:
                 try:
-                    inst.close()
+                    inst.close(reason=POOL_CLOSED)
                 except Exception as exc:  # pragma: no cover - close is best effort per child
                     errors.append(exc)
             if self.region is not None:
@@ -405,8 +475,9 @@ class SprintPool(SprintInstancePool):
 
     def compute_segment(self, name: str, log_posteriors: np.ndarray) -> SegmentResult:
         """Loss and error signal of one segment, (time, label), on a free child."""
-        with self.lock:
-            inst = self.get_free_instance()
+        self._check_owner()
+        with self._batch():
+            inst = self._free_instance()
             if inst is None:
                 raise SprintControlError("every Sprint child is busy")
             try:
@@ -418,3 +489,10 @@ class SprintPool(SprintInstancePool):
     def automata(self, tags: Any) -> Automata:
         """The batch automaton (see ``get_automata_for_batch``)."""
         return Automata(*self.get_automata_for_batch(tags))
+
+
+def _new_class_lock_in_a_copy() -> None:
+    SprintInstancePool.class_lock = threading.RLock()  # a thread that held it at the fork is not in the copy
+
+
+os.register_at_fork(after_in_child=_new_class_lock_in_a_copy)

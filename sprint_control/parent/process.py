@@ -246,4 +246,10 @@ def _close_all_at_exit() -> None:
             pass
 
 
+def _new_lock_in_a_copy() -> None:
+    global _LIVE_LOCK
+    _LIVE_LOCK = threading.Lock()  # a thread that held it at the fork is not in the copy
+
+
 atexit.register(_close_all_at_exit)
+os.register_at_fork(after_in_child=_new_lock_in_a_copy)

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 from ..errors import SprintChildError, SprintControlError, SprintRemoteError
 from ..wire.protocol import INIT_VERSION, ParentLink
 from ..wire.shm import SharedRegion
-from . import failures
+from . import failures, fork_guard
 from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
 from .output import describe_exit
 from .process import KILL_GRACE, ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
@@ -121,6 +121,10 @@ class ChildSession:
         self._cur_seg_name: Optional[str] = None
         self._cur_shape: Optional[tuple[int, int]] = None
         self._lock = threading.RLock()
+        self._state = threading.RLock()  # for a moment, never across a read or write (see _close_under)
+        self._exchanging: Optional[int] = None  # the thread reading or writing the child's pipes now
+        self._close_reason: Optional[str] = None  # e.g. "the pool was closed": no exchange may start
+        self._close_deferred = self._closing = False
         self._started = False
         if start:
             self.init()
@@ -174,11 +178,13 @@ class ChildSession:
     # life cycle
 
     def _check_owner(self) -> None:
-        if os.getpid() != self.parent_pid:
-            raise SprintControlError("this SprintSubprocessInstance belongs to another process (forked parent)")
+        # before any lock: a thread of the parent may have held it at the fork
+        fork_guard.check_owner(self.parent_pid, "SprintSubprocessInstance")
 
     def init(self) -> None:
         """(Re)starts the child: closes a running one, spawns a new one, does the handshake."""
+        self._check_owner()
+        self._close_reason = None  # started again by its user
         with self._lock:
             self.spawn()
             self.handshake()
@@ -186,8 +192,8 @@ class ChildSession:
     def spawn(self) -> None:
         """Starts a new child (closing a running one, which counts as a restart); ``handshake``
         then greets it. A pool spawns all its children first, so their start-ups overlap."""
+        self._check_owner()
         with self._lock:
-            self._check_owner()
             if self._process is not None:
                 self.close()
             if self._started:
@@ -248,6 +254,9 @@ class ChildSession:
         """Restarts the child when ``needs_restart`` says so: one that is out of step is killed,
         one that died after its last answer is reaped (rather than failing the next request on a
         broken pipe)."""
+        self._check_owner()  # in a copy, poll() reads "exited with status 0": no false restart warning
+        if self._close_reason is not None:  # its pool was closed: no restart behind the closer's back
+            raise _closed_error(self, "")
         with self._lock:
             reason = self.needs_restart()
             if reason is None:
@@ -267,6 +276,7 @@ class ChildSession:
 
     def restart(self) -> None:
         """Kills the child (whatever it is doing) and starts a new one."""
+        self._check_owner()
         with self._lock:
             self.kill()
             self.init()
@@ -274,6 +284,7 @@ class ChildSession:
     def kill_now(self) -> None:
         """SIGKILL only, from any thread: a thread blocked on this child's pipes then sees EOF or
         EPIPE and cleans up itself (the fds are not touched here)."""
+        self._check_owner()
         process = self._process
         if process is not None:
             self._killed = True  # it may take a moment to die: poll() must not be trusted until then
@@ -282,6 +293,7 @@ class ChildSession:
     def kill(self) -> None:
         """Kills the child right away (after a timeout, a broken stream or an interrupted exchange)
         and reaps it."""
+        self._check_owner()
         process, link = self._process, self._link
         self._link = None
         if link is not None:
@@ -296,10 +308,21 @@ class ChildSession:
         self._out_of_step = False
         unregister(self)
 
-    def close(self) -> Optional[int]:
+    def close(self, *, reason: Optional[str] = None) -> Optional[int]:
         """Asks the child to exit, waits ``exit_timeout``, then terminates/kills it; reaps it and
         closes every fd. Returns its exit status (None when there was no child). Idempotent. A child
-        with a request under way is killed at once: it would not read ``exit``."""
+        with a request under way is killed at once: it would not read ``exit``. In a forked copy it
+        does nothing (the child is the parent's; ``exit`` would end it). Under an exchange of
+        another thread (or of this one, interrupted by a signal handler) see ``_close_under``.
+        ``reason`` (e.g. "the pool was closed") refuses every later exchange and restart until ``init()``."""
+        if fork_guard.in_copy(self.parent_pid) or _close_under(self, reason):
+            return None
+        try:
+            return self._close_now()
+        finally:
+            self._closing = False
+
+    def _close_now(self) -> Optional[int]:
         with self._lock:
             process, link = self._process, self._link
             if process is None:
@@ -334,6 +357,8 @@ class ChildSession:
 
     def _require_link(self) -> ParentLink:
         self._check_owner()
+        if self._close_reason is not None and self._link is None:
+            raise _closed_error(self, "")
         if self._link is None or self._process is None:
             raise SprintChildError(
                 "the Sprint child is not running (it died or was closed); call init() to restart it",
@@ -356,13 +381,44 @@ class ChildSession:
             pass
 
 
+def _close_under(session: ChildSession, reason: Optional[str]) -> bool:
+    """The first step of ``close``: True when a thread is reading or writing the child's pipes. The
+    child is then killed (SIGKILL) and nothing else done: that thread's read or write ends, it
+    closes the fds itself when its exchange ends (so no fd number is closed while it may still be
+    used) and raises ``SprintChildError`` with ``reason``. Else no exchange may start until the
+    close is done (False: the caller closes)."""
+    with session._state:
+        if reason is not None:
+            session._close_reason = reason
+        if session._exchanging is None:
+            session._closing = True
+            return False
+        session._close_reason = session._close_reason or "the Sprint child was closed"
+        session._close_deferred = True
+        process = session._process
+        if process is not None:
+            session._killed = True
+            process.kill_now()
+        return True
+
+
+def _closed_error(session: ChildSession, what: str, exc: Optional[BaseException] = None,
+                  process: Optional[ChildProcess] = None) -> SprintChildError:
+    process = process or session._process
+    rc = process.returncode if process is not None else None
+    text = f"{session._close_reason or 'the Sprint child was closed'} {what}".rstrip()
+    text += "; the Sprint child was killed" if exc is not None else ""
+    return SprintChildError(text + " (close() from another thread or a signal handler)", rc, session.stderr_tail)
+
+
 class _Exchange:
     """A context manager around one step of an exchange with the child: the session is out of step
     from its start until it completes; a failure is translated in one place (``failures.translate``);
     on success, ``is_calculating`` becomes ``pending_after`` (a class, not a generator: it runs twice
     per segment)."""
 
-    __slots__ = ("session", "what", "waiting_for", "subject", "pending_after", "sending", "handshake", "stay")
+    __slots__ = ("session", "what", "waiting_for", "subject", "pending_after", "sending", "handshake", "stay",
+                 "marked")
 
     def __init__(self, session: ChildSession, what: str, waiting_for: str, subject: Any, pending_after: bool,
                  sending: bool, handshake: bool, stay: bool):
@@ -376,10 +432,52 @@ class _Exchange:
         self.stay = stay
 
     def __enter__(self) -> None:
-        self.session._out_of_step = True
+        session = self.session
+        self.marked = False
+        try:
+            with session._state:
+                self._check_free(session)
+                self.marked = True
+                session._exchanging = threading.get_ident()
+            session._out_of_step = True
+        except BaseException:
+            if self.marked:  # interrupted before anything was read or written
+                self._unmark(session)
+            raise
+
+    def _check_free(self, session: ChildSession) -> None:
+        if session._exchanging == threading.get_ident():
+            raise SprintControlError(
+                f"re-entered: this thread is already in an exchange with the Sprint child (pid"
+                f" {session.child_pid}) {self.what.format(self.subject)} (a call from a signal handler?);"
+                " call it after the interrupted call returned")
+        if session._exchanging is not None:
+            raise SprintControlError("another thread is in an exchange with this Sprint child: an instance serves"
+                                     " one thread at a time (a pool's get_free_instance hands out free ones)")
+        if session._close_reason is not None or session._closing:
+            raise _closed_error(session, self.what.format(self.subject))
+
+    @staticmethod
+    def _unmark(session: ChildSession) -> Optional[ChildProcess]:
+        """Ends the exchange's mark; when a close() came meanwhile, closes the fds (in the thread that
+        used them) and returns the killed child."""
+        with session._state:
+            session._exchanging = None
+            deferred, session._close_deferred = session._close_deferred, False
+        if not deferred:
+            return None
+        process = session._process
+        session.kill()
+        return process
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         session = self.session
+        closed = self._unmark(session)
+        if closed is not None:  # close() came during this exchange and killed the child: fds closed above
+            err = _closed_error(session, self.what.format(self.subject), exc, closed)
+            if exc_type is None or not isinstance(exc, (SprintControlError, EOFError, OSError)):
+                return False  # done before the kill took effect, or an interrupt: it goes on as it is
+            raise err from exc
         if exc_type is None:
             session.is_calculating = self.pending_after
             session._out_of_step = self.stay

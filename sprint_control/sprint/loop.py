@@ -57,6 +57,8 @@ class ControlLoop:
         try:
             while control.handle_next():
                 pass
+            if control.server.failure:  # not the parent's EOF: RASR must not end as if all went well
+                raise SprintControlError(f"the control loop ended: {control.server.failure}")
         except BaseException as exc:
             text = traceback.format_exc()
             with self.cond:

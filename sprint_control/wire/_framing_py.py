@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
 from . import constants as w
+from ._nosigpipe import guarded
 
 IMPLEMENTATION = "python"
 
@@ -141,7 +142,13 @@ def write_frame(
     fd: int, msg_type: int, name="", array=None, value: float = 0.0, seq: int = 0, flags: int = 0,
     timeout: Optional[float] = None,
 ) -> int:
-    """Writes one frame to ``fd`` with writev, straight from the array's memory; returns bytes written."""
+    """Writes one frame to ``fd`` with writev, straight from the array's memory; returns bytes written.
+    SIGPIPE is blocked in this thread while it writes: a reader that is gone is ``BrokenPipeError``."""
+    return guarded(_write_frame, fd, msg_type, name, array, value, seq, flags, timeout)
+
+
+def _write_frame(fd: int, msg_type: int, name, array, value: float, seq: int, flags: int,
+                 timeout: Optional[float]) -> int:
     name_b = w.encode_name(name)
     if array is None:
         arr, code, bufs = None, 0, []

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ProtocolError, SprintTimeoutError, TruncatedFrameError
 from . import constants as w
 from . import framing, shm
+from ._nosigpipe import guarded
 from .limits import v1_message_limit
 from .v1 import LENGTH, encode_v1, unpickle_v1
 
@@ -59,7 +60,12 @@ def discard_exact(fd: int, n: int, what: str) -> None:
 
 def write_all(fd: int, data, timeout: Optional[float] = None) -> None:
     """Writes all of ``data``; with ``timeout`` (the fd is then non-blocking, see ``LinkBase.timeout``)
-    the whole write must be done within that many seconds, else SprintTimeoutError."""
+    the whole write must be done within that many seconds, else SprintTimeoutError. SIGPIPE is
+    blocked in this thread while it writes: a reader that is gone is ``BrokenPipeError``."""
+    guarded(_write_all, fd, data, timeout)
+
+
+def _write_all(fd: int, data, timeout: Optional[float]) -> None:
     mv = memoryview(data).cast("B")
     if timeout is None:
         while mv:

@@ -113,6 +113,9 @@ class CommandServer:
         self._log = log or _default_log
         #: why the loop ended: "exit", "eof", "out of step", "broken pipe" (None while it runs)
         self.ended: Optional[str] = None
+        #: set when the loop ended because the pipes failed for another reason than the parent
+        #: closing its end (an fd that cannot be written, ENOSPC, EBADF): the Sprint side then fails
+        self.failure: Optional[str] = None
         self._own = {"init": self._init, "use_protocol": self._use_protocol, "shm_remap": self._shm_remap}
 
     def serve(self) -> str:
@@ -133,6 +136,7 @@ class CommandServer:
                 return self._end("out of step")
             return True
         except OSError as exc:
+            self._note_failure(exc, "reading from the parent")
             return self._end("broken pipe", f"reading from the parent failed: {exc!r}", error=True)
         cmd, args = message[0], message[1:]
         if cmd == "exit":
@@ -167,8 +171,13 @@ class CommandServer:
                 self.link.reply_exception(type(exc).__name__, text)
         except OSError as exc2:
             self._log(f"could not send the error to the parent: {exc2!r}", error=True)
+            self._note_failure(exc2, "writing to the parent")
             return False
         return True
+
+    def _note_failure(self, exc: OSError, doing: str) -> None:
+        if not isinstance(exc, (BrokenPipeError, ConnectionError)):  # those mean: the parent is gone
+            self.failure = self.failure or f"{doing} failed: {exc}"
 
     def _end(self, why: str, message: str = "", error: bool = False) -> bool:
         if message:
