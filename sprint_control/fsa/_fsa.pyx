@@ -22,11 +22,11 @@ import numpy as np
 
 cimport numpy as cnp
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, M_LN2, exp, frexp, isfinite, log
+from libc.math cimport INFINITY, M_LN2, NAN, exp, frexp, isfinite, log
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
-from ._fsa_py import _check, batch_layout, check_log_probs, check_outputs
+from ._fsa_py import _check, batch_layout, check_log_probs, check_outputs, not_finite
 
 cnp.import_array()
 
@@ -81,6 +81,24 @@ cdef Layout _layout(object lay, tuple shape):
     L.out_eid = _i64(lay.out_eid)
     L.out_w = _f64(lay.out_w)
     return L
+
+
+cdef bint _not_finite(const Layout* L, const real_t* lp, Py_ssize_t b) noexcept nogil:
+    """The non-finite rule of ``_fsa_py``: a NaN or +inf score in sequence b's frames (any label), or a NaN or
+    -inf weight on one of its edges. Counted without a branch per value, so the loop vectorises."""
+    cdef Py_ssize_t t, v, k, t_b = L.lens[b], nv = L.V, frame = L.B * L.V
+    cdef Py_ssize_t lo = L.lo[b], n = L.size[b]
+    cdef const real_t* row
+    cdef int bad = 0
+    for t in range(t_b):
+        row = lp + t * frame + b * nv
+        for v in range(nv):
+            bad += not (row[v] < INFINITY)
+        if bad:
+            return True
+    for k in range(L.in_ptr[lo], L.in_ptr[lo + n]):
+        bad += not (L.in_w[k] > -INFINITY)
+    return bad != 0
 
 
 cdef inline double _group_scores(const double* m_prev, const int64_t* other, const int64_t* col,
@@ -218,6 +236,8 @@ cdef double _fullsum_one(const Layout* L, const real_t* lp, out_t* out, double* 
     if eout != NULL:
         for k in range(L.in_ptr[lo], L.in_ptr[lo + n]):
             eout[L.in_eid[k]] = 0.0
+    if _not_finite(L, lp, b):
+        return NAN
     log_z = _forward(L, lp, b, am, aa, grads, tmp)
     if grads and isfinite(log_z):
         _backward(L, lp, out, eout, scale, b, am, aa, log_z, bm, ba, tmp)
@@ -249,11 +269,12 @@ def _threads(num_threads, lay, per_thread):
 def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=None, scale=None, edge_out=None,
             num_threads=1, ranges=None):
     """Full-sum over a batch's merged automaton: returns the (B,) float64 log totals (``-inf`` where the
-    final state cannot be reached in the sequence's frames). See ``_fsa_py.fullsum``; ``num_threads``
+    final state cannot be reached in the sequence's frames, NaN for non-finite input as in the twin). See
+    ``_fsa_py.fullsum``; ``num_threads``
     sequences run at a time, without the GIL."""
     log_probs = check_log_probs(log_probs)
     lay = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
-    scale = check_outputs(log_probs.shape, lay.in_eid.shape[0], out, scale, edge_out)
+    scale = check_outputs(log_probs, lay.in_eid.shape[0], out, scale, edge_out)
     cdef Layout L = _layout(lay, log_probs.shape)
     log_z = np.full(L.B, -np.inf)
     if L.B == 0:
@@ -292,6 +313,8 @@ def forward_backward(log_probs, num_states, edges_from, edges_to, edges_label, w
         log_probs, num_states, edges_from, edges_to, edges_label, weights, start, final
     )
     T, L = log_probs.shape
+    if not_finite(log_probs, w):
+        return float("nan"), None
     if e_from.shape[0] == 0 or T == 0:
         if T == 0 and start == final:
             return 0.0, np.zeros((0, L))
@@ -316,6 +339,8 @@ cdef double _viterbi_one(const Layout* L, const real_t* lp, Py_ssize_t b, double
     cdef double* prev
     cdef double* cur
     cdef const real_t* row
+    if _not_finite(L, lp, b):
+        return NAN
     for s in range(n):
         delta[s] = -INFINITY
     delta[L.start[b]] = 0.0

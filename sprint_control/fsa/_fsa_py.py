@@ -14,6 +14,13 @@ and emits ``label`` (the column of the log-probability matrix it scores), ``weig
   and the per-edge occupancies summed over frames.
 - ``viterbi`` (same batch layout): the best path's score, its emission labels and edges per frame.
 
+Non-finite input, one rule for every implementation (this twin, the compiled kernel, the torch ops of
+``sprint_control.torch``): a sequence with a NaN or ``+inf`` frame score within its length (any label, read
+or not) or a NaN or ``-inf`` weight on one of its edges has the total NaN, no occupancy (zeros in ``out`` and
+``edge_out``) and no Viterbi path; its neighbours in the batch are unaffected. ``-inf`` scores are ordinary
+(probability zero). The scan is ``not (x < inf)`` over the sequence's frames, so the answer never depends on
+edge order or on which states are reachable.
+
 Same API, results and errors as the compiled ``_fsa``; the checks and the edge layout (``batch_layout``)
 are shared with it.
 """
@@ -161,15 +168,20 @@ def batch_layout(shape, seq_lengths, edges, weights, start_end_states, ranges=No
     )
 
 
-def check_outputs(shape, num_edges, out, scale, edge_out):
-    """``out`` (T, B, V) float32/float64 C-contiguous and writable, ``scale`` as a float64 (B,) vector
-    (ones by default), ``edge_out`` a writable float64 (E,) vector or None."""
+def check_outputs(log_probs, num_edges, out, scale, edge_out):
+    """``out`` (T, B, V) float32/float64 C-contiguous, writable and apart from ``log_probs`` (it is written while
+    ``log_probs`` is still read), ``scale`` as a float64 (B,) vector (ones by default), ``edge_out`` a
+    writable float64 (E,) vector or None."""
+    shape = log_probs.shape
     batch = shape[1]
     if out is not None:
         if not isinstance(out, np.ndarray) or out.shape != tuple(shape) or out.dtype not in (np.float32, np.float64):
             raise ValueError(f"out must be a float32 or float64 array of shape {tuple(shape)}")
         if not (out.flags.c_contiguous and out.flags.writeable):
             raise ValueError("out must be C-contiguous and writable")
+        if out.size and np.shares_memory(out, log_probs):
+            raise ValueError("out must not share memory with log_probs (the kernel reads log_probs while it "
+                             "writes out): pass a separate array")
     scale = np.ones(batch) if scale is None else np.ascontiguousarray(scale, dtype=np.float64)
     if scale.shape != (batch,):
         raise ValueError(f"scale must have shape ({batch},), got {scale.shape}")
@@ -178,6 +190,8 @@ def check_outputs(shape, num_edges, out, scale, edge_out):
             raise ValueError(f"edge_out must be a float64 array of shape ({num_edges},)")
         if not (edge_out.flags.c_contiguous and edge_out.flags.writeable):
             raise ValueError("edge_out must be C-contiguous and writable")
+        if edge_out.size and np.shares_memory(edge_out, log_probs):
+            raise ValueError("edge_out must not share memory with log_probs: pass a separate array")
     return scale
 
 
@@ -243,6 +257,8 @@ def forward_backward(log_probs, num_states, edges_from, edges_to, edges_label, w
     )
     T, L = log_probs.shape
     E = e_from.shape[0]
+    if not_finite(log_probs, w):
+        return float("nan"), None
     if E == 0 or T == 0:
         if T == 0 and start == final:
             return 0.0, np.zeros((0, L))
@@ -273,14 +289,23 @@ def _sequence_edges(layout: BatchLayout, b: int, num_labels: int):
     return eid, src, dst, emission, layout.in_w[k0:k1][keep]
 
 
+def not_finite(frames: np.ndarray, weights: np.ndarray) -> bool:
+    """Whether a sequence's input breaks the non-finite rule: a NaN or ``+inf`` frame score, a NaN or ``-inf``
+    weight (``-inf`` scores and ``+inf`` weights are ordinary: probability zero)."""
+    return bool(np.any(~(frames < np.inf)) or np.any(~(weights > -np.inf)))
+
+
 def _sequences(layout: BatchLayout, log_probs: np.ndarray, totals: np.ndarray):
     """Yields ``(b, eid, src, dst, emission, emit (T_b, e) float64)`` per sequence with frames and edges; a
-    sequence without frames gets its total here (0 when it starts in its final state, else -inf)."""
+    sequence without frames gets its total here (0 when it starts in its final state, else -inf), one that
+    breaks the non-finite rule (:func:`not_finite`) NaN."""
     num_labels = log_probs.shape[2]
     for b in range(layout.lens.shape[0]):
         t_b = int(layout.lens[b])
         eid, src, dst, emission, w = _sequence_edges(layout, b, num_labels)
-        if t_b == 0:
+        if not_finite(log_probs[:t_b, b, :], w):
+            totals[b] = np.nan
+        elif t_b == 0:
             totals[b] = 0.0 if layout.start[b] == layout.final[b] else -np.inf
         elif eid.size:
             yield b, eid, src, dst, emission, log_probs[:t_b, b, :][:, emission].astype(np.float64) - w
@@ -298,11 +323,14 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     :param scale: (B,) factors for ``out`` and ``edge_out`` (default ones; -1 gives the loss gradient).
     :param edge_out: a float64 (E,) array, overwritten with each edge's occupancy summed over frames, scaled.
     :param num_threads: sequences run in parallel on this many threads (compiled kernel; ignored here).
+
+    A sequence with a NaN or ``+inf`` score or a NaN or ``-inf`` weight gets the total NaN and no occupancy
+    (see the module's rule).
     """
     del num_threads
     log_probs = check_log_probs(log_probs)
     layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
-    scale = check_outputs(log_probs.shape, layout.in_eid.shape[0], out, scale, edge_out)
+    scale = check_outputs(log_probs, layout.in_eid.shape[0], out, scale, edge_out)
     _, batch, num_labels = log_probs.shape
     log_z = np.full(batch, -np.inf)
     if out is not None:
@@ -330,7 +358,8 @@ def viterbi(log_probs, seq_lengths, edges, weights, start_end_states, *, num_thr
     """Best path per sequence over a batch's merged automaton: ``(score (B,) float64, labels (T, B) int64,
     edge_path (T, B) int64)``: the best path's total score, and per frame the emission label and index of
     the edge it takes. Score ``-inf`` and labels/edges ``-1`` where no path exists and beyond each length.
-    Ties go to the lowest edge index among the edges into a state."""
+    Ties go to the lowest edge index among the edges into a state. Score NaN (and no path) for a sequence
+    that breaks the non-finite rule."""
     del num_threads
     log_probs = check_log_probs(log_probs)
     layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states)

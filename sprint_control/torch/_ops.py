@@ -8,6 +8,7 @@ scores of all frames, (T, S, W), are gathered before the loop. Per frame that le
 preallocated memory: ``index_select`` of the previous row into a (S * W,) buffer, an in-place add of the
 frame's slot scores, and ``logsumexp`` over the slots into the next row of the (T + 1, S) table. The edge
 occupancies and both gradients are then a handful of (T, E) ops over the stored forward and backward tables.
+Non-finite input follows the kernel's rule (NaN loss, zero gradient; see ``sprint_control.fsa._fsa_py``).
 """
 
 from __future__ import annotations
@@ -82,7 +83,15 @@ def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     # frame scores of each edge, -inf beyond its sequence's length (so no occupancy there): (T, E + 2),
     # the last two columns being the padding (-inf) and stay slots
     scores = log_probs.detach().to(dtype).reshape(max_time, batch * num_labels).index_select(1, seq * num_labels + e[2])
-    scores = torch.where(frames[:, None] < lens[seq][None, :], scores - weights.detach().to(device, dtype), neg_inf)
+    # the non-finite rule of sprint_control.fsa: a NaN or +inf score within a sequence's length, or a NaN or
+    # -inf weight on one of its edges, makes its loss NaN and its gradient zero (its edges score -inf here)
+    w = weights.detach().to(device, dtype)
+    in_len = frames[:, None] < lens[None, :]
+    bad = ((~(log_probs.detach() < float("inf"))).any(-1) & in_len).any(0)
+    bad_w = torch.zeros(batch, dtype=torch.int64, device=device).index_add_(0, seq, (~(w > float("-inf"))).long())
+    bad = bad | (bad_w > 0)
+    keep = (frames[:, None] < lens[seq][None, :]) & ~bad[seq][None, :]
+    scores = torch.where(keep, scores - w, neg_inf)
     scores_ext = torch.cat([scores, scores.new_full((max_time, 2), float("-inf"))], dim=1)
     state_len_t = torch.as_tensor(state_len, device=device)
     stay = torch.where(frames[:, None] >= state_len_t[None, :], torch.zeros((), dtype=dtype, device=device), neg_inf)
@@ -101,7 +110,7 @@ def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     ctx.out_slots = _slots(lay.out_ptr, lay.out_dst + out_lo, lay.out_eid, num_states, num_edges)
     ctx.shape = (max_time, batch, num_labels)
     ctx.save_for_backward(scores_ext, stay, alphas, e, finals, log_z)
-    return (-log_z).to(log_probs.dtype)
+    return torch.where(bad, float("nan"), -log_z).to(log_probs.dtype)
 
 
 def backward(ctx, grad_loss):
