@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_fsa_batch import _case
 
 BAD_SCORES = [np.nan, np.inf]
