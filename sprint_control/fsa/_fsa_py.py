@@ -168,6 +168,49 @@ def batch_layout(shape, seq_lengths, edges, weights, start_end_states, ranges=No
     )
 
 
+def shared_layout(shape, seq_lengths, edges, weights, start_end_states) -> BatchLayout:
+    """The layout of one automaton (its edges' sequence index 0, ``start_end_states`` (2, 1)) that every
+    sequence of a (T, B, V) input runs through: ``batch_layout`` of the automaton with the B lengths."""
+    max_time, batch, num_labels = (int(x) for x in shape)
+    lens = _int_array("seq_lengths", seq_lengths, (batch,))
+    if batch and (lens.min() < 0 or lens.max() > max_time):
+        raise ValueError(f"seq_lengths must lie in [0, {max_time}], got {lens.min()} .. {lens.max()}")
+    layout = batch_layout((max_time, 1, num_labels), [0], edges, weights, start_end_states)
+    return layout._replace(lens=lens)
+
+
+def check_layout(layout, shape, shared=False) -> BatchLayout:
+    """A layout the caller kept (``batch_layout`` or, with ``shared``, ``shared_layout`` of the same
+    arguments) against the input: lengths, sequences and columns must fit it, so no kernel reads outside."""
+    max_time, batch, num_labels = (int(x) for x in shape)
+    if not isinstance(layout, BatchLayout):
+        raise ValueError(f"layout must be a BatchLayout from batch_layout or shared_layout, got {type(layout).__name__}")
+    graphs = 1 if shared else batch
+    fits = layout.lens.shape == (batch,) and layout.lo.shape == (graphs,)
+    if fits and batch:
+        fits = int(layout.lens.max()) <= max_time and int(layout.lens.min()) >= 0
+    if fits and layout.in_col.size:
+        fits = int(layout.in_col.max()) < graphs * num_labels
+    if not fits:
+        kind = "shared_layout" if shared else "batch_layout"
+        raise ValueError(f"layout does not fit log_probs of shape {tuple(shape)}: make it with {kind} of the same "
+                         "arguments")
+    return layout
+
+
+def _replicated(batch, edges, weights, start_end_states):
+    """One automaton (sequence index 0) copied for ``batch`` sequences in the merged layout."""
+    edges = np.asarray(edges, dtype=np.int64)
+    start_end = np.asarray(start_end_states, dtype=np.int64).reshape(2, 1)
+    span = int(max(edges[:2].max() if edges.size else 0, start_end.max())) + 1
+    offsets = np.arange(batch, dtype=np.int64) * span
+    rep = np.tile(edges, (1, batch))
+    num_edges = edges.shape[1]
+    rep[:2] += np.repeat(offsets, num_edges)[None, :]
+    rep[3] = np.repeat(np.arange(batch, dtype=np.int64), num_edges)
+    return rep, np.tile(np.asarray(weights, dtype=np.float64), batch), start_end + offsets[None, :]
+
+
 def check_outputs(log_probs, num_edges, out, scale, edge_out):
     """``out`` (T, B, V) float32/float64 C-contiguous, writable and apart from ``log_probs`` (it is written while
     ``log_probs`` is still read), ``scale`` as a float64 (B,) vector (ones by default), ``edge_out`` a
@@ -312,7 +355,7 @@ def _sequences(layout: BatchLayout, log_probs: np.ndarray, totals: np.ndarray):
 
 
 def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=None, scale=None, edge_out=None,
-            num_threads=1, ranges=None):
+            num_threads=1, ranges=None, layout=None, shared=False):
     """Full-sum over a batch's merged automaton: returns the (B,) float64 log totals (``-inf`` where the
     final state cannot be reached in the sequence's frames).
 
@@ -323,13 +366,29 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     :param scale: (B,) factors for ``out`` and ``edge_out`` (default ones; -1 gives the loss gradient).
     :param edge_out: a float64 (E,) array, overwritten with each edge's occupancy summed over frames, scaled.
     :param num_threads: sequences run in parallel on this many threads (compiled kernel; ignored here).
+    :param layout: ``batch_layout`` (or ``shared_layout``) of these arguments, kept by the caller to save
+        regrouping the same automaton again; checked to fit ``log_probs``, not against the other arguments.
+    :param shared: ``edges``/``weights``/``start_end_states`` are one automaton (sequence index 0,
+        ``start_end_states`` (2, 1)) that every sequence runs through (e.g. an LF-MMI denominator graph),
+        without copying it per sequence; ``edge_out`` is then refused.
 
     A sequence with a NaN or ``+inf`` score or a NaN or ``-inf`` weight gets the total NaN and no occupancy
     (see the module's rule).
     """
     del num_threads
     log_probs = check_log_probs(log_probs)
-    layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
+    if shared and edge_out is not None:
+        raise ValueError("edge_out is not available with a shared automaton (its edges belong to every sequence)")
+    if shared:
+        lay = layout if layout is not None else shared_layout(log_probs.shape, seq_lengths, edges, weights,
+                                                              start_end_states)
+        check_layout(lay, log_probs.shape, True)
+        check_outputs(log_probs, lay.in_eid.shape[0], out, scale, edge_out)
+        rep = _replicated(log_probs.shape[1], edges, weights, start_end_states)
+        return fullsum(log_probs, lay.lens, *rep, out=out, scale=scale)
+    if layout is None:
+        layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
+    layout = check_layout(layout, log_probs.shape)
     scale = check_outputs(log_probs, layout.in_eid.shape[0], out, scale, edge_out)
     _, batch, num_labels = log_probs.shape
     log_z = np.full(batch, -np.inf)
