@@ -184,7 +184,8 @@ def check_layout(layout, shape, shared=False) -> BatchLayout:
     arguments) against the input: lengths, sequences and columns must fit it, so no kernel reads outside."""
     max_time, batch, num_labels = (int(x) for x in shape)
     if not isinstance(layout, BatchLayout):
-        raise ValueError(f"layout must be a BatchLayout from batch_layout or shared_layout, got {type(layout).__name__}")
+        raise ValueError("layout must be a BatchLayout from batch_layout or shared_layout, got "
+                         f"{type(layout).__name__}")
     graphs = 1 if shared else batch
     fits = layout.lens.shape == (batch,) and layout.lo.shape == (graphs,)
     if fits and batch:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_fsa_batch import random_automaton
 
 from sprint_control.fsa import _fsa_py
-from test_fsa_batch import random_automaton
 
 
 def _shared_case(seed, batch=5, max_time=6, num_labels=4):
