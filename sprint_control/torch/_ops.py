@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import fsa as _fsa
+from ._layouts import LAYOUTS
 
 __all__ = ["forward", "backward"]
 
@@ -65,7 +65,7 @@ def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     device = log_probs.device
     dtype = log_probs.dtype if log_probs.dtype in (torch.float32, torch.float64) else torch.float32
     lens_np = _cpu(seq_lengths).astype(np.int64)
-    lay = _fsa.batch_layout(log_probs.shape, lens_np, _cpu(edges), _cpu(weights), _cpu(start_end_states))
+    lay = LAYOUTS.get(log_probs.shape, lens_np, _cpu(edges), _cpu(weights), _cpu(start_end_states))
     num_states = int(lay.in_ptr.shape[0]) - 1
     num_edges = int(lay.in_eid.shape[0])
     state_seq = np.full(num_states, -1, dtype=np.int64)

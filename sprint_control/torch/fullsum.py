@@ -4,7 +4,9 @@ CPU tensors go to the compiled kernel of :mod:`sprint_control.fsa` (the one the 
 use): one call per batch, sequences in parallel on ``torch.get_num_threads()`` threads without the GIL, reading
 the input tensor's memory and writing minus the occupancies straight into the gradient tensor. It runs forward
 and backward at once when a gradient is needed (RETURNN's FastBaumWelch does the same), so ``backward`` only
-scales. Tensors on other devices take the per-frame torch ops of :mod:`._ops`.
+scales. Tensors on other devices take the per-frame torch ops of :mod:`._ops`. The regrouped automaton
+(``fsa.batch_layout``) is kept in a small cache found by content (:mod:`._layouts`), so a batch seen again
+is not regrouped again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.autograd.function import once_differentiable
 from .. import fsa as _fsa
 from . import _ops
 from ._common import SeqLengths, scaled_gradient, seq_lengths_numpy
+from ._layouts import LAYOUTS
 from .automata import AutomataCache, automata_for_batch
 
 __all__ = ["BACKENDS", "FullSumLossFunction", "fullsum_loss", "fullsum_loss_for_batch"]
@@ -58,16 +61,15 @@ class FullSumLossFunction(torch.autograd.Function):
         need_lp, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         grad = torch.empty(x.shape, dtype=dtype) if need_lp else None
         edge_out = np.empty(edges.shape[1]) if need_w else None
+        args = (cpu_numpy(seq_lengths), cpu_numpy(edges), cpu_numpy(weights), cpu_numpy(start_end_states))
         log_z = _fsa.fullsum(
             x.numpy(),
-            cpu_numpy(seq_lengths),
-            cpu_numpy(edges),
-            cpu_numpy(weights),
-            cpu_numpy(start_end_states),
+            *args,
             out=None if grad is None else grad.numpy(),
             scale=np.full(batch, -1.0),
             edge_out=edge_out,
             num_threads=torch.get_num_threads(),
+            layout=LAYOUTS.get(x.shape, *args),
         )
         log_z = torch.from_numpy(log_z)
         edge_grad = None if edge_out is None else torch.from_numpy(edge_out)
