@@ -13,6 +13,8 @@ so ``import sprint_control`` works without PyTorch.
   kernel of ``sprint_control.fsa`` for CPU tensors, a few fused torch ops per frame on other devices
   (``fullsum.py``, ``_ops.py``); :func:`fullsum_loss_for_batch` ties both together. :func:`fullsum_viterbi` is
   the best path over the same automata (``viterbi.py``).
+- :func:`lfmmi_loss` is lattice-free MMI over the same kernel: the numerator per sequence, one shared
+  denominator graph (``sprint_control.fsa.denominator``) for the batch (``lfmmi.py``).
 
 ``pool`` is any object with the two batch methods of :class:`sprint_control.parent.SprintPool` /
 ``SprintInstancePool``: ``get_batch_loss_and_error_signal(log_posteriors, seq_lengths, tags)`` and
@@ -33,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .automata import AutomataCache, Automaton, automata_for_batch
 from .criterion import SprintLossFunction, sprint_loss
 from .fullsum import FullSumLossFunction, fullsum_loss, fullsum_loss_for_batch
+from .lfmmi import denominator_loss, lfmmi_loss
 from .viterbi import Viterbi, fullsum_viterbi
 
 __all__ = [
@@ -46,4 +49,6 @@ __all__ = [
     "fullsum_loss_for_batch",
     "Viterbi",
     "fullsum_viterbi",
+    "lfmmi_loss",
+    "denominator_loss",
 ]
