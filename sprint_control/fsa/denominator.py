@@ -5,9 +5,9 @@ alignments turned into units by :func:`units_from_alignment`): ``P(u | h) = (c(h
 1)``, each order interpolated with the next lower one (``h'`` drops the oldest unit; the unigram with the
 uniform distribution over the units and the end of sequence), so every unit may follow every history and
 every training sequence has a path. Pruning keeps the histories seen at least ``min_count`` times; a
-pruned history backs off to its longest kept suffix. ``denominator_graph`` composes it with a topology, in the layout of the full-sum kernel
-(every edge consumes one frame and emits the label of the state it enters; one start, one final state; a
-weight is ``-log P``):
+pruned history backs off to its longest kept suffix. ``denominator_graph`` composes it with a topology, in
+the layout of the full-sum kernel (every edge consumes one frame and emits the label of the state it enters;
+one start, one final state; a weight is ``-log P``):
 
 - ``"ctc"``: per n-gram state a blank state, and per (n-gram state, last unit) a label state with a loop;
   a unit after the same unit needs a blank between (CTC's rule), each unit entry pays its n-gram cost.
