@@ -74,18 +74,22 @@ def _replicated(graph: DenominatorGraph, batch: int, device) -> tuple:
             torch.from_numpy(start_end).to(device))
 
 
+def _check_denominator(graph: Any, log_probs: torch.Tensor) -> None:
+    if not isinstance(graph, DenominatorGraph):
+        raise ValueError(f"the denominator must be a DenominatorGraph (fsa.denominator.denominator_graph), got "
+                         f"{type(graph).__name__}")
+    if log_probs.dim() == 3 and graph.num_labels > log_probs.shape[2]:
+        raise ValueError(f"the denominator emits {graph.num_labels} labels, log_probs has {log_probs.shape[2]}")
+
+
 def denominator_loss(log_probs: torch.Tensor, seq_lengths: SeqLengths, graph: DenominatorGraph, *,
                      backend: str = "auto") -> torch.Tensor:
     """(batch,) ``-log Z_den``: every sequence through the one ``graph``. ``auto``: the kernel's shared mode
     for CPU tensors, the torch ops (with the graph copied per sequence) elsewhere."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if not isinstance(graph, DenominatorGraph):
-        raise ValueError(f"the denominator must be a DenominatorGraph (fsa.denominator.denominator_graph), got "
-                         f"{type(graph).__name__}")
+    _check_denominator(graph, log_probs)
     max_time, batch, num_labels = log_probs.shape
-    if graph.num_labels > num_labels:
-        raise ValueError(f"the denominator emits {graph.num_labels} labels, log_probs has {num_labels}")
     lens = torch.as_tensor(seq_lengths_numpy(seq_lengths, batch, max_time))
     if backend == "kernel" or (backend == "auto" and log_probs.device.type == "cpu"):
         if not torch.is_grad_enabled():
@@ -133,6 +137,7 @@ def lfmmi_loss(
     """
     if log_probs.dim() != 3 or not log_probs.is_floating_point():
         raise ValueError(f"log_probs must be a floating (time, batch, label) tensor, got {tuple(log_probs.shape)}")
+    _check_denominator(denominator, log_probs)
     max_time, batch, _ = log_probs.shape
     lens = seq_lengths_numpy(seq_lengths, batch, max_time)
     edges, weights, start_end = _numerator(numerator)
