@@ -30,8 +30,8 @@ from libc.math cimport INFINITY, M_LN2, NAN, isfinite, log
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
-from ._fsa_py import (_check, batch_layout, check_layout, check_log_probs, check_outputs, not_finite,
-                      shared_layout)
+from ._fsa_py import (_check, batch_layout, check_layout, check_leak, check_log_probs, check_outputs,
+                      not_finite, shared_layout)
 
 cnp.import_array()
 
@@ -110,6 +110,9 @@ cdef struct Layout:
     double* in_we
     double* out_wm
     double* out_we
+    # the leaky HMM (shared mode): leak * init(s) = lk_m * 2**lk_e per state of the automaton, or NULL
+    const double* lk_m
+    const double* lk_e
 
 
 cdef inline const int64_t* _i64(cnp.ndarray a):
@@ -132,6 +135,7 @@ cdef Layout _layout(object lay, tuple shape, bint shared=False):
     L.out_eid = _i64(lay.out_eid)
     L.out_w = _f64(lay.out_w)
     L.in_wm = L.in_we = L.out_wm = L.out_we = NULL
+    L.lk_m = L.lk_e = NULL
     return L
 
 
@@ -198,6 +202,59 @@ cdef inline double _sum_group(const double* a_prev, const double* e_prev, const 
     return big
 
 
+cdef inline void _add_to(double* a, double* e, double m2, double e2) noexcept nogil:
+    """``(a, e) += m2 * 2**e2``, normalised."""
+    cdef double big, v
+    if e2 == -INFINITY or m2 == 0.0:
+        return
+    if e[0] == -INFINITY:
+        e[0] = e2
+        a[0] = sc_norm(m2, e)
+        return
+    big = e[0] if e[0] > e2 else e2
+    v = a[0] * sc_pow2(e[0] - big) + m2 * sc_pow2(e2 - big)
+    e[0] = big
+    a[0] = sc_norm(v, e)
+
+
+cdef inline double _row_total(const double* a, const double* e, const double* fm, const double* fe,
+                              Py_ssize_t n, double* total_e) noexcept nogil:
+    """``sum_s a[s] * 2**e[s]`` (times ``fm[s] * 2**fe[s]`` where given) as mantissa, exponent in total_e."""
+    cdef Py_ssize_t s
+    cdef double big = -INFINITY, v, total = 0.0
+    for s in range(n):
+        v = e[s] + (fe[s] if fe != NULL else 0.0)
+        if v > big:
+            big = v
+    total_e[0] = big
+    if big == -INFINITY:
+        return 0.0
+    for s in range(n):
+        v = e[s] + (fe[s] if fe != NULL else 0.0)
+        total += a[s] * (fm[s] if fm != NULL else 1.0) * sc_pow2(v - big)
+    return total
+
+
+cdef void _leak_forward(const Layout* L, double* a, double* e, Py_ssize_t n) noexcept nogil:
+    """alpha'(s) = alpha(s) + leak * init(s) * sum(alpha)."""
+    cdef Py_ssize_t s
+    cdef double te, ta = _row_total(a, e, NULL, NULL, n, &te)
+    if te == -INFINITY:
+        return
+    for s in range(n):
+        _add_to(a + s, e + s, L.lk_m[s] * ta, L.lk_e[s] + te)
+
+
+cdef void _leak_backward(const Layout* L, double* a, double* e, Py_ssize_t n) noexcept nogil:
+    """beta(s) = b(s) + sum_s' leak * init(s') * b(s')."""
+    cdef Py_ssize_t s
+    cdef double te, ta = _row_total(a, e, L.lk_m, L.lk_e, n, &te)
+    if te == -INFINITY:
+        return
+    for s in range(n):
+        _add_to(a + s, e + s, ta, te)
+
+
 cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, Py_ssize_t g, double* ae, double* aa,
                      bint keep, double* tm, double* te, double* pm, double* pe) noexcept nogil:
     """alpha of sequence b over automaton g as ``aa * 2**ae``: all T_b + 1 rows when ``keep``, else two
@@ -211,6 +268,8 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, Py_ssize_t
     aa[L.start[g]] = 1.0
     for t in range(t_b):
         prev, cur = (t * n, (t + 1) * n) if keep else ((t % 2) * n, ((t + 1) % 2) * n)
+        if L.lk_m != NULL:  # the leak before frame t (rows 0 .. T_b - 1; not the last one)
+            _leak_forward(L, aa + prev, ae + prev, n)
         _frame_factors(lp + t * frame + b * L.V, L.V, pm, pe)
         for s in range(n):
             _sum_group(aa + prev, ae + prev, L.in_src, L.in_col, base, L.in_wm, L.in_we, pm, pe,
@@ -256,6 +315,8 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
                     row_out[L.out_col[k]] += <out_t>occ
                 if eout != NULL:
                     eout[L.out_eid[k]] += occ
+        if L.lk_m != NULL:
+            _leak_backward(L, ba + cur, be + cur, n)
         nxt, cur = cur, nxt
 
 
@@ -322,10 +383,11 @@ def _threads(num_threads, lay, per_thread, shared=False):
 
 
 def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=None, scale=None, edge_out=None,
-            num_threads=1, ranges=None, layout=None, shared=False):
+            num_threads=1, ranges=None, layout=None, shared=False, leak=0.0, leak_init=None):
     """Full-sum over a batch's merged automaton: returns the (B,) float64 log totals (``-inf`` where the
     final state cannot be reached in the sequence's frames, NaN for non-finite input as in the twin). See
     ``_fsa_py.fullsum``; ``num_threads`` sequences run at a time, without the GIL."""
+    cdef double leak_e_tmp = 0.0
     log_probs = check_log_probs(log_probs)
     if shared and edge_out is not None:
         raise ValueError("edge_out is not available with a shared automaton (its edges belong to every sequence)")
@@ -335,8 +397,16 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
         else:
             layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
     lay = check_layout(layout, log_probs.shape, shared)
+    log_leak = check_leak(leak, leak_init, shared, lay)
     scale = check_outputs(log_probs, lay.in_eid.shape[0], out, scale, edge_out)
     cdef Layout L = _layout(lay, log_probs.shape, shared)
+    if log_leak is not None:
+        leak_factors = np.empty((2, log_leak.shape[0]))
+        for i in range(log_leak.shape[0]):
+            leak_factors[0, i] = sc_split(log_leak[i], &leak_e_tmp)
+            leak_factors[1, i] = leak_e_tmp
+        L.lk_m = _f64(leak_factors[0])
+        L.lk_e = _f64(leak_factors[1])
     log_z = np.full(L.B, -np.inf)
     if L.B == 0:
         return log_z

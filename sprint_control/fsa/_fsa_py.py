@@ -199,6 +199,25 @@ def check_layout(layout, shape, shared=False) -> BatchLayout:
     return layout
 
 
+def check_leak(leak, leak_init, shared, layout):
+    """The leaky-HMM factors ``log(leak * init(s))`` per state of the shared automaton's range, or None
+    without a leak. ``leak_init`` (default uniform) is normalised to a distribution."""
+    leak = float(leak)
+    if leak == 0.0 and leak_init is None:
+        return None
+    if not shared:
+        raise ValueError("leak is only available with a shared automaton (shared=True)")
+    if not 0.0 <= leak < 1.0:
+        raise ValueError(f"leak must lie in [0, 1), got {leak}")
+    size = int(layout.size[0])
+    init = np.ones(size) if leak_init is None else np.asarray(leak_init, dtype=np.float64)
+    if init.shape != (size,) or not np.all(np.isfinite(init)) or init.min() < 0 or init.sum() <= 0:
+        raise ValueError(f"leak_init must be ({size},) non-negative weights per state of the automaton's range "
+                         "[start, final], not all zero")
+    with np.errstate(divide="ignore"):
+        return np.log(leak) + np.log(init / init.sum())
+
+
 def _replicated(batch, edges, weights, start_end_states):
     """One automaton (sequence index 0) copied for ``batch`` sequences in the merged layout."""
     edges = np.asarray(edges, dtype=np.int64)
@@ -270,15 +289,25 @@ def _groups(keys: np.ndarray):
     return order, starts, uniq, group_of
 
 
-def _edge_posteriors(emit, num_states, e_from, e_to, start, final):
+def _logsumexp(v: np.ndarray) -> float:
+    m = v.max()
+    if m == -np.inf:
+        return -np.inf
+    return float(m + np.log(np.exp(v - m).sum()))
+
+
+def _edge_posteriors(emit, num_states, e_from, e_to, start, final, log_leak=None):
     """``(log_total, gamma (T, E))`` of one sequence: ``emit`` (T, E) are the edges' frame scores;
-    ``(-inf, None)`` without a path of exactly T frames."""
+    ``(-inf, None)`` without a path of exactly T frames. ``log_leak`` (num_states,): the leaky HMM, before
+    every frame each state also gets ``leak * init(s)`` times the total of its row (and its mirror in beta)."""
     T = emit.shape[0]
     to_order, to_starts, to_uniq, to_group = _groups(e_to)
     from_order, from_starts, from_uniq, from_group = _groups(e_from)
     alpha = np.full((T + 1, num_states), -np.inf)
     alpha[0, start] = 0.0
     for t in range(T):
+        if log_leak is not None:
+            alpha[t] = np.logaddexp(alpha[t], log_leak + _logsumexp(alpha[t]))
         alpha[t + 1, to_uniq] = _grouped_logsumexp(alpha[t, e_from] + emit[t], to_order, to_starts, to_group)
     log_total = float(alpha[T, final])
     if not np.isfinite(log_total):
@@ -287,6 +316,8 @@ def _edge_posteriors(emit, num_states, e_from, e_to, start, final):
     beta[T, final] = 0.0
     for t in range(T - 1, -1, -1):
         beta[t, from_uniq] = _grouped_logsumexp(beta[t + 1, e_to] + emit[t], from_order, from_starts, from_group)
+        if log_leak is not None:
+            beta[t] = np.logaddexp(beta[t], _logsumexp(log_leak + beta[t]))
     with np.errstate(invalid="ignore"):
         gamma = np.exp(alpha[:-1, e_from] + emit + beta[1:, e_to] - log_total)  # (T, E)
     gamma[~np.isfinite(gamma)] = 0.0
@@ -356,7 +387,7 @@ def _sequences(layout: BatchLayout, log_probs: np.ndarray, totals: np.ndarray):
 
 
 def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=None, scale=None, edge_out=None,
-            num_threads=1, ranges=None, layout=None, shared=False):
+            num_threads=1, ranges=None, layout=None, shared=False, leak=0.0, leak_init=None):
     """Full-sum over a batch's merged automaton: returns the (B,) float64 log totals (``-inf`` where the
     final state cannot be reached in the sequence's frames).
 
@@ -372,6 +403,10 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     :param shared: ``edges``/``weights``/``start_end_states`` are one automaton (sequence index 0,
         ``start_end_states`` (2, 1)) that every sequence runs through (e.g. an LF-MMI denominator graph),
         without copying it per sequence; ``edge_out`` is then refused.
+    :param leak: with ``shared``, the leaky-HMM coefficient: before each frame, every state also receives
+        ``leak * leak_init(s)`` times the total of all states (Kaldi's leaky HMM; PyChain uses 1e-5).
+    :param leak_init: (states of the automaton's range [start, final],) entry weights of the leak, normalised
+        (default uniform; ``fsa.denominator`` estimates Kaldi's).
 
     A sequence with a NaN or ``+inf`` score or a NaN or ``-inf`` weight gets the total NaN and no occupancy
     (see the module's rule).
@@ -384,13 +419,19 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
         lay = layout if layout is not None else shared_layout(log_probs.shape, seq_lengths, edges, weights,
                                                               start_end_states)
         check_layout(lay, log_probs.shape, True)
-        check_outputs(log_probs, lay.in_eid.shape[0], out, scale, edge_out)
+        log_leak = check_leak(leak, leak_init, True, lay)
+        scale = check_outputs(log_probs, lay.in_eid.shape[0], out, scale, edge_out)
         rep = _replicated(log_probs.shape[1], edges, weights, start_end_states)
-        return fullsum(log_probs, lay.lens, *rep, out=out, scale=scale)
+        return _fullsum(log_probs, batch_layout(log_probs.shape, lay.lens, *rep), out, scale, None, log_leak)
     if layout is None:
         layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
     layout = check_layout(layout, log_probs.shape)
+    check_leak(leak, leak_init, False, layout)
     scale = check_outputs(log_probs, layout.in_eid.shape[0], out, scale, edge_out)
+    return _fullsum(log_probs, layout, out, scale, edge_out, None)
+
+
+def _fullsum(log_probs, layout, out, scale, edge_out, log_leak):
     _, batch, num_labels = log_probs.shape
     log_z = np.full(batch, -np.inf)
     if out is not None:
@@ -400,7 +441,7 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     for b, eid, src, dst, emission, emit in _sequences(layout, log_probs, log_z):
         t_b = emit.shape[0]
         total, gamma = _edge_posteriors(emit, int(layout.size[b]), src, dst, int(layout.start[b]),
-                                        int(layout.final[b]))
+                                        int(layout.final[b]), log_leak)
         log_z[b] = total
         if gamma is None:
             continue

@@ -34,7 +34,7 @@ class DenominatorLossFunction(torch.autograd.Function):
     the compiled kernel (CPU memory; other devices are copied there and back). Gradient: ``-occupancy``."""
 
     @staticmethod
-    def forward(ctx, log_probs, seq_lengths, graph):  # type: ignore[override]
+    def forward(ctx, log_probs, seq_lengths, graph, leak=0.0):  # type: ignore[override]
         ctx.device, ctx.input_dtype = log_probs.device, log_probs.dtype
         batch = log_probs.shape[1]
         x = log_probs.detach().to(device="cpu", dtype=compute_dtype(log_probs.dtype)).contiguous()
@@ -45,6 +45,7 @@ class DenominatorLossFunction(torch.autograd.Function):
             x.numpy(), lens, edges, weights, start_end, out=None if grad is None else grad.numpy(),
             scale=np.full(batch, -1.0), num_threads=torch.get_num_threads(), shared=True,
             layout=LAYOUTS.get(x.shape, lens, edges, weights, start_end, shared=True),
+            leak=leak, leak_init=graph.initial if leak else None,
         )
         log_z = torch.from_numpy(log_z)
         ctx.save_for_backward(grad, log_z)
@@ -55,9 +56,9 @@ class DenominatorLossFunction(torch.autograd.Function):
     def backward(ctx, grad_loss):  # type: ignore[override]
         grad, log_z = ctx.saved_tensors
         if grad is None:
-            return None, None, None
+            return None, None, None, None
         scale = torch.where(torch.isfinite(log_z), grad_loss.detach().to("cpu", torch.float64), 1.0)
-        return scaled_gradient(ctx, grad, scale.to(grad.dtype), ctx.device, ctx.input_dtype), None, None
+        return scaled_gradient(ctx, grad, scale.to(grad.dtype), ctx.device, ctx.input_dtype), None, None, None
 
 
 def _replicated(graph: DenominatorGraph, batch: int, device) -> tuple:
@@ -83,18 +84,20 @@ def _check_denominator(graph: Any, log_probs: torch.Tensor) -> None:
 
 
 def denominator_loss(log_probs: torch.Tensor, seq_lengths: SeqLengths, graph: DenominatorGraph, *,
-                     backend: str = "auto") -> torch.Tensor:
+                     leaky_hmm: float = 0.0, backend: str = "auto") -> torch.Tensor:
     """(batch,) ``-log Z_den``: every sequence through the one ``graph``. ``auto``: the kernel's shared mode
-    for CPU tensors, the torch ops (with the graph copied per sequence) elsewhere."""
+    for CPU tensors, the torch ops (with the graph copied per sequence) elsewhere. ``leaky_hmm`` > 0 (the
+    kernel's leak, entry distribution ``graph.initial``) always runs on the kernel (device tensors are copied
+    to the CPU and back): the ops path has no leak."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     _check_denominator(graph, log_probs)
     max_time, batch, num_labels = log_probs.shape
     lens = torch.as_tensor(seq_lengths_numpy(seq_lengths, batch, max_time))
-    if backend == "kernel" or (backend == "auto" and log_probs.device.type == "cpu"):
+    if leaky_hmm or backend == "kernel" or (backend == "auto" and log_probs.device.type == "cpu"):
         if not torch.is_grad_enabled():
             log_probs = log_probs.detach()
-        return DenominatorLossFunction.apply(log_probs, lens, graph)
+        return DenominatorLossFunction.apply(log_probs, lens, graph, float(leaky_hmm))
     return fullsum_loss(log_probs, lens, *_replicated(graph, batch, log_probs.device), backend="ops")
 
 
@@ -114,6 +117,7 @@ def lfmmi_loss(
     denominator: DenominatorGraph,
     *,
     den_scale: float = 1.0,
+    leaky_hmm: float = 1e-5,
     ce_weight: float = 0.0,
     ce_log_probs: Optional[torch.Tensor] = None,
     normalize: bool = False,
@@ -127,6 +131,10 @@ def lfmmi_loss(
         start_end_states)`` in the merged layout).
     :param denominator: a :class:`~sprint_control.fsa.denominator.DenominatorGraph`, shared by the batch.
     :param den_scale: the denominator's factor (1: MMI).
+    :param leaky_hmm: the denominator's leaky-HMM coefficient (PyChain's 1e-5 by default; Kaldi's chain
+        recipes use 0.1): before each frame every state also gets this share of the total, spread by
+        ``denominator.initial``, so no frame can make the denominator unreachable. > 0 runs the denominator
+        on the compiled kernel whatever the device; 0 keeps device tensors on the torch ops.
     :param ce_weight: adds ``ce_weight * -sum_t,l occupancy_num(t, l) * ce_log_probs(t, l)``, the
         cross-entropy regulariser against the numerator's occupancies (fixed targets; PyChain's examples use
         0.2 with a separate output layer, ``ce_log_probs``; default ``log_probs``). Costs one more numerator pass.
@@ -142,7 +150,7 @@ def lfmmi_loss(
     lens = seq_lengths_numpy(seq_lengths, batch, max_time)
     edges, weights, start_end = _numerator(numerator)
     num = fullsum_loss(log_probs, lens, edges, weights, start_end, backend=backend)
-    den = denominator_loss(log_probs, lens, denominator, backend=backend)
+    den = denominator_loss(log_probs, lens, denominator, leaky_hmm=leaky_hmm, backend=backend)
     loss = num - float(den_scale) * den
     if ce_weight:
         target = ce_log_probs if ce_log_probs is not None else log_probs

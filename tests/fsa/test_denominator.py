@@ -121,3 +121,11 @@ def test_units_from_alignments_and_bad_arguments():
         denominator_graph(label_ngram(SEQS, 3), topology="rnnt")
     with pytest.raises(ValueError, match="silence must be the last label"):
         denominator_graph(label_ngram(SEQS, 3), topology="hmm", states_per_unit=2, silence=0)
+
+
+def test_initial_is_a_distribution_over_every_state():
+    g = denominator_graph(label_ngram(SEQS, 3, order=2), topology="ctc")
+    assert g.initial.shape == (g.num_states,) and g.initial.sum() == pytest.approx(1.0)
+    assert (g.initial > 0).all()
+    # the start state is left after the first frame: it keeps only the floor
+    assert g.initial[g.start] < 1e-5 < g.initial.max()

@@ -63,3 +63,53 @@ def test_shared_mode_refuses_edge_out_and_misfit_layouts(fsa_impl):
         fsa_impl.fullsum(lp[:, :, :1], lens, edges, w, start_end, layout=layout, shared=True)
     with pytest.raises(ValueError, match="layout must be a BatchLayout"):
         fsa_impl.fullsum(lp, lens, edges, w, start_end, layout=(1, 2), shared=True)
+
+
+def _dense_leaky_log_z(lp_b, t_b, n, edges, weights, start, final, leak, init):
+    """The leaky HMM as matrices: x <- (x + leak * init * sum(x)) @ A_t for each frame, written apart from both
+    kernels (dense, probability space)."""
+    x = np.zeros(n)
+    x[start] = 1.0
+    for t in range(t_b):
+        x = x + leak * init * x.sum()
+        a = np.zeros((n, n))
+        np.add.at(a, (edges[0], edges[1]), np.exp(lp_b[t, edges[2]] - weights))
+        x = x @ a
+    return np.log(x[final]) if x[final] > 0 else -np.inf
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_leaky_hmm_equals_the_matrix_product_and_occupancy_is_its_derivative(fsa_impl, seed):
+    lp, lens, edges, w, start_end = _shared_case(seed)
+    lo, hi = int(start_end[0, 0]), int(start_end[1, 0])
+    n = hi - lo + 1
+    init = np.random.default_rng(seed).uniform(0, 1, n)
+    out = np.zeros(lp.shape)
+    log_z = fsa_impl.fullsum(lp, lens, edges, w, start_end, out=out, shared=True, leak=0.2, leak_init=init)
+    local = edges[:3] - np.array([[lo], [lo], [0]])
+    for b in range(lp.shape[1]):
+        want = _dense_leaky_log_z(lp[:, b], lens[b], n, local, w, 0, n - 1, 0.2, init / init.sum())
+        assert log_z[b] == pytest.approx(want, abs=1e-10)
+    # occupancy = d log Z / d log_probs, by central differences
+    b = int(np.argmax(lens))
+    if not np.isfinite(log_z[b]):
+        return
+    for t, v in [(0, 0), (int(lens[b]) - 1, 1), (int(lens[b]) // 2, 3)]:
+        bumped = []
+        for h in (1e-6, -1e-6):
+            x = lp.copy()
+            x[t, b, v] += h
+            bumped.append(fsa_impl.fullsum(x, lens, edges, w, start_end, shared=True, leak=0.2,
+                                           leak_init=init)[b])
+        assert out[t, b, v] == pytest.approx((bumped[0] - bumped[1]) / 2e-6, abs=1e-6)
+
+
+def test_leak_arguments_are_checked(fsa_impl):
+    lp, lens, edges, w, start_end = _shared_case(1)
+    n = int(start_end[1, 0] - start_end[0, 0]) + 1
+    with pytest.raises(ValueError, match="leak is only available with a shared automaton"):
+        fsa_impl.fullsum(lp[:, :1], lens[:1], edges, w, start_end, leak=0.1)
+    with pytest.raises(ValueError, match=r"leak must lie in \[0, 1\)"):
+        fsa_impl.fullsum(lp, lens, edges, w, start_end, shared=True, leak=1.5)
+    with pytest.raises(ValueError, match=f"leak_init must be \\({n},\\) non-negative weights"):
+        fsa_impl.fullsum(lp, lens, edges, w, start_end, shared=True, leak=0.1, leak_init=np.ones(n + 1))

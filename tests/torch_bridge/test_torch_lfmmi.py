@@ -36,11 +36,13 @@ def _problem(seed=0):
 
 @pytest.mark.parametrize("backend", ["kernel", "ops"])
 def test_gradient_is_numerator_minus_scaled_denominator_occupancy(backend):
+    """Without the leak (the ops path has none); the leak's gradient: the next test."""
     lp, num, den = _problem()
     x = lp.clone().requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda v: lfmmi_loss(v, LENS, num, den, den_scale=0.7, backend=backend), (x,), eps=1e-6, atol=1e-6)
-    lfmmi_loss(x, LENS, num, den, den_scale=0.7, backend=backend).sum().backward()
+        lambda v: lfmmi_loss(v, LENS, num, den, den_scale=0.7, leaky_hmm=0.0, backend=backend), (x,), eps=1e-6,
+        atol=1e-6)
+    lfmmi_loss(x, LENS, num, den, den_scale=0.7, leaky_hmm=0.0, backend=backend).sum().backward()
     # the two occupancies on their own: the numerator's merged automaton, the denominator copied per sequence
     xn = lp.numpy()
     num_occ = np.zeros(xn.shape)
@@ -58,15 +60,25 @@ def test_loss_is_minus_log_ratio_and_the_ce_and_frame_terms():
     lp, num, den = _problem(1)
     numerator = fullsum_loss(lp, LENS, *num)
     denominator = denominator_loss(lp, LENS, den)
-    plain = lfmmi_loss(lp, LENS, num, den, den_scale=0.5)
+    plain = lfmmi_loss(lp, LENS, num, den, den_scale=0.5, leaky_hmm=0.0)
     torch.testing.assert_close(plain, numerator - 0.5 * denominator)
     torch.testing.assert_close(lfmmi_loss(lp, LENS, num, den, den_scale=0.0), numerator)
+    leaky = lfmmi_loss(lp, LENS, num, den, den_scale=0.5, leaky_hmm=0.1)
+    torch.testing.assert_close(leaky, numerator - 0.5 * denominator_loss(lp, LENS, den, leaky_hmm=0.1))
+    assert (leaky > plain).all()  # the leak only adds paths to the denominator
     x = lp.clone().requires_grad_()
     fullsum_loss(x, LENS, *num).sum().backward()
     occ = -x.grad
-    with_ce = lfmmi_loss(lp, LENS, num, den, den_scale=0.5, ce_weight=0.2, normalize=True)
+    with_ce = lfmmi_loss(lp, LENS, num, den, den_scale=0.5, leaky_hmm=0.0, ce_weight=0.2, normalize=True)
     want = (plain + 0.2 * -(occ * lp).sum(dim=(0, 2))) / torch.tensor(LENS, dtype=torch.float64)
     torch.testing.assert_close(with_ce, want)
+
+
+def test_leaky_denominator_gradient_by_finite_differences():
+    lp, num, den = _problem(3)
+    x = lp.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda v: lfmmi_loss(v, LENS, num, den, den_scale=1.0, leaky_hmm=0.05), (x,), eps=1e-6, atol=1e-6)
 
 
 def test_denominator_on_the_ops_path_equals_the_shared_kernel():
