@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from .._impl import select
 
-__all__ = ["IMPLEMENTATION", "forward_backward", "fullsum", "viterbi", "batch_layout", "shared_layout"]
+__all__ = ["IMPLEMENTATION", "forward_backward", "fullsum", "viterbi", "batch_layout"]
 API = tuple(__all__)
+__all__ += ["shared_layout"]  # both provide it too (the compiled kernel takes the twin's)
 
 _core = select(__name__, "_fsa", "_fsa_py")
 IMPLEMENTATION: str = _core.IMPLEMENTATION
