@@ -18,7 +18,7 @@ import torch
 
 from ._layouts import LAYOUTS
 
-__all__ = ["forward", "backward"]
+__all__ = ["forward", "backward", "non_finite_sequences"]
 
 
 def _cpu(t: torch.Tensor) -> np.ndarray:
@@ -60,6 +60,19 @@ def _recursion(table: torch.Tensor, slot_states, slot_scores, width: int, frames
         torch.logsumexp(grouped, 1, out=rows[nxt])
 
 
+def non_finite_sequences(log_probs: torch.Tensor, lens: torch.Tensor, seq: torch.Tensor,
+                         weights: torch.Tensor) -> torch.Tensor:
+    """(B,) bool, the kernel's non-finite rule in torch ops: a NaN or +inf score within a sequence's length
+    (any label), or a NaN or -inf weight on one of its edges."""
+    max_time, batch, _ = log_probs.shape
+    frames = torch.arange(max_time, device=log_probs.device)
+    in_len = frames[:, None] < lens[None, :]
+    bad = ((~(log_probs.detach() < float("inf"))).any(-1) & in_len).any(0)
+    bad_w = torch.zeros(batch, dtype=torch.int64, device=log_probs.device).index_add_(
+        0, seq, (~(weights.detach() > float("-inf"))).long())
+    return bad | (bad_w > 0)
+
+
 def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     max_time, batch, num_labels = log_probs.shape
     device = log_probs.device
@@ -86,10 +99,7 @@ def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     # the non-finite rule of sprint_control.fsa: a NaN or +inf score within a sequence's length, or a NaN or
     # -inf weight on one of its edges, makes its loss NaN and its gradient zero (its edges score -inf here)
     w = weights.detach().to(device, dtype)
-    in_len = frames[:, None] < lens[None, :]
-    bad = ((~(log_probs.detach() < float("inf"))).any(-1) & in_len).any(0)
-    bad_w = torch.zeros(batch, dtype=torch.int64, device=device).index_add_(0, seq, (~(w > float("-inf"))).long())
-    bad = bad | (bad_w > 0)
+    bad = non_finite_sequences(log_probs, lens, seq, w)
     keep = (frames[:, None] < lens[seq][None, :]) & ~bad[seq][None, :]
     scores = torch.where(keep, scores - w, neg_inf)
     scores_ext = torch.cat([scores, scores.new_full((max_time, 2), float("-inf"))], dim=1)

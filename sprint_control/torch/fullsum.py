@@ -20,15 +20,33 @@ from torch.autograd.function import once_differentiable
 
 from .. import fsa as _fsa
 from . import _ops
+from . import triton_fullsum as _triton
 from ._common import SeqLengths, scaled_gradient, seq_lengths_numpy
 from ._layouts import LAYOUTS
 from .automata import AutomataCache, automata_for_batch
 
 __all__ = ["BACKENDS", "FullSumLossFunction", "fullsum_loss", "fullsum_loss_for_batch"]
 
-#: ``auto``: the compiled kernel for CPU tensors, the torch ops elsewhere; ``kernel``: always the kernel (device
-#: tensors are copied to the CPU and back); ``ops``: always the torch ops (any device, CPU included).
-BACKENDS = ("auto", "kernel", "ops")
+#: ``auto``: the compiled kernel for CPU tensors, the Triton kernel for CUDA tensors where ``triton`` imports
+#: (else the torch ops); ``kernel``: always the kernel (device tensors are copied to the CPU and back);
+#: ``ops``: always the torch ops (any device, CPU included); ``triton``: the Triton kernel (CUDA, or CPU
+#: tensors under ``TRITON_INTERPRET=1``).
+BACKENDS = ("auto", "kernel", "ops", "triton")
+
+
+def _path(backend: str, device: torch.device, weights_grad: bool) -> str:
+    """Which path computes the loss: ``kernel``, ``ops`` or ``triton`` (trainable weights: not Triton)."""
+    if backend == "auto":
+        if device.type == "cpu":
+            return "kernel"
+        return "triton" if not weights_grad and _triton.available(device) else "ops"
+    if backend == "triton":
+        if weights_grad:
+            raise ValueError("backend 'triton' gives no weight gradient: use 'ops' or 'kernel' for trainable weights")
+        if not _triton.available(device):
+            raise ValueError(f"backend 'triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 on the CPU), "
+                             f"got a {device.type} tensor")
+    return backend
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -52,9 +70,12 @@ class FullSumLossFunction(torch.autograd.Function):
     def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states, backend="auto"):  # type: ignore[override]
         ctx.device, ctx.input_dtype = log_probs.device, log_probs.dtype
         ctx.weights_dtype, ctx.weights_device = weights.dtype, weights.device
-        ctx.kernel = backend == "kernel" or (backend == "auto" and log_probs.device.type == "cpu")
-        if not ctx.kernel:
+        ctx.path = _path(backend, log_probs.device, ctx.needs_input_grad[3])
+        ctx.kernel = ctx.path == "kernel"
+        if ctx.path == "ops":
             return _ops.forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states)
+        if ctx.path == "triton":
+            return _triton_forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states)
         max_time, batch, _ = log_probs.shape
         dtype = compute_dtype(log_probs.dtype)
         x = log_probs.detach().to(device="cpu", dtype=dtype).contiguous()
@@ -79,8 +100,13 @@ class FullSumLossFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):  # type: ignore[override]
-        if not ctx.kernel:
+        if ctx.path == "ops":
             return _ops.backward(ctx, grad_loss) + (None,)
+        if ctx.path == "triton":
+            occ, log_z = ctx.saved_tensors
+            scale = torch.where(torch.isfinite(log_z), grad_loss.detach().to(occ.device, occ.dtype), 0.0)
+            grad_lp = None if occ is None else (occ * -scale[None, :, None]).to(ctx.input_dtype)
+            return grad_lp, None, None, None, None, None
         grad, log_z, edge_grad, seq = ctx.saved_tensors
         # unreachable sequences have zero rows: any finite factor will do there (1 keeps the unit fast path)
         scale = torch.where(torch.isfinite(log_z), grad_loss.detach().to("cpu", torch.float64), 1.0)
@@ -91,6 +117,20 @@ class FullSumLossFunction(torch.autograd.Function):
             # the kernel wrote -occupancy; a weight is a cost: d(-log Z)/d weight = +occupancy
             grad_w = (-edge_grad * scale[seq]).to(device=ctx.weights_device, dtype=ctx.weights_dtype)
         return grad_lp, None, None, grad_w, None, None
+
+
+def _triton_forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
+    """The Triton path: the layout regrouped on the host (cached), both passes on the device; sequences
+    under the non-finite rule get -inf scores there (zero occupancy) and loss NaN."""
+    lens = seq_lengths.to(log_probs.device)
+    bad = _ops.non_finite_sequences(log_probs, lens, edges[3].to(log_probs.device, torch.int64),
+                                    weights.to(log_probs.device))
+    lens_np = cpu_numpy(seq_lengths).astype(np.int64)
+    layout = LAYOUTS.get(log_probs.shape, lens_np, cpu_numpy(edges), cpu_numpy(weights), cpu_numpy(start_end_states))
+    x = torch.where(bad[None, :, None], float("-inf"), log_probs.detach().to(torch.float32))
+    log_z, occ = _triton.fullsum(x, layout, need_grad=ctx.needs_input_grad[0])
+    ctx.save_for_backward(occ, log_z)
+    return torch.where(bad, float("nan"), -log_z).to(log_probs.dtype)
 
 
 def fullsum_loss(
