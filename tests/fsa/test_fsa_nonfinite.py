@@ -96,3 +96,16 @@ def test_out_sharing_memory_with_log_probs_is_refused(fsa_impl):
     with pytest.raises(ValueError, match="edge_out must not share memory with log_probs"):
         fsa_impl.fullsum(view, lens, edges, weights, start_end, edge_out=flat[lp.size - 1: lp.size - 1 +
                                                                                  edges.shape[1]])
+
+
+def test_the_emulators_criterion_drops_a_segment_with_a_nan_posterior():
+    """Before, the kernel's maximum skipped the NaN and the criterion returned a plausible CTC loss."""
+    from sprint_control.emulator import criteria
+    from sprint_control.emulator.lexicon import Lexicon
+
+    lex = Lexicon()
+    lp = np.log(np.full((12, lex.num_ctc_labels), 1.0 / lex.num_ctc_labels))
+    loss, _ = criteria.compute_criterion("ctc", lp, "abc")
+    assert np.isfinite(loss)
+    lp[3, 2] = np.nan
+    assert criteria.compute_criterion("ctc", lp, "abc") == (None, None)
