@@ -23,6 +23,10 @@ __all__ = ["LayoutCache", "LAYOUTS"]
 class LayoutCache:
     """Up to ``maxsize`` layouts, least recently used dropped first; safe to share between threads."""
 
+    #: automata with more edges are regrouped every time (their layout would hold ~150 bytes an edge, and the
+    #: regrouping is small next to the kernel's work on them)
+    max_edges = 1_000_000
+
     def __init__(self, maxsize: int = 4) -> None:
         self.maxsize = int(maxsize)
         self.hits = self.misses = 0
@@ -38,6 +42,9 @@ class LayoutCache:
         """The layout of this automaton for a (T, B, V) input (checked and regrouped on a miss)."""
         max_time, batch, num_labels = (int(x) for x in shape)
         weights = np.ascontiguousarray(weights, dtype=np.float64)
+        make = _fsa.shared_layout if shared else _fsa.batch_layout
+        if edges.ndim != 2 or edges.shape[-1] > self.max_edges:
+            return make(shape, lens, edges, weights, start_end)
         key = (batch, num_labels, bool(shared), edges.shape, lens.tobytes(), start_end.tobytes())
         with self._lock:
             entry = self._entries.get(key)
@@ -55,7 +62,6 @@ class LayoutCache:
                                          out_w=np.ascontiguousarray(weights[layout.out_eid]))
             return layout
         self.misses += 1
-        make = _fsa.shared_layout if shared else _fsa.batch_layout
         layout = make(shape, lens, edges, weights, start_end)
         with self._lock:
             self._entries[key] = (np.array(edges, copy=True), weights.copy(), layout)

@@ -44,3 +44,11 @@ def test_a_cached_layout_still_checks_the_lengths_against_time():
     cache.get(lp.shape, lens, e, w, se)
     with pytest.raises(ValueError, match="seq_lengths must lie in"):
         cache.get((int(lens.max()) - 1,) + lp.shape[1:], lens, e, w, se)
+
+
+def test_big_automata_are_not_kept(monkeypatch):
+    cache = LayoutCache()
+    monkeypatch.setattr(LayoutCache, "max_edges", 10)
+    lp, lens, e, w, se = _numpy_problem()
+    first = cache.get(lp.shape, lens, e, w, se)
+    assert cache.get(lp.shape, lens, e, w, se) is not first and not cache._entries
