@@ -151,6 +151,8 @@ def lfmmi_loss(
     edges, weights, start_end = _numerator(numerator)
     num = fullsum_loss(log_probs, lens, edges, weights, start_end, backend=backend)
     den = denominator_loss(log_probs, lens, denominator, leaky_hmm=leaky_hmm, backend=backend)
+    # a sequence whose numerator has no path (or breaks the non-finite rule) gets no denominator gradient either
+    den = torch.where(torch.isfinite(num), den, torch.zeros((), dtype=den.dtype, device=den.device))
     loss = num - float(den_scale) * den
     if ce_weight:
         target = ce_log_probs if ce_log_probs is not None else log_probs

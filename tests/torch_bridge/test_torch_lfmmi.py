@@ -87,6 +87,16 @@ def test_denominator_on_the_ops_path_equals_the_shared_kernel():
                                denominator_loss(lp, LENS, den, backend="kernel"))
 
 
+def test_a_sequence_without_a_numerator_path_gets_no_gradient_at_all():
+    lp, num, den = _problem(4)
+    lens = [6, 1, 2]  # the third sequence's labels [2, 2, 1] need at least 4 frames
+    x = lp.clone().requires_grad_()
+    loss = lfmmi_loss(x, lens, num, den)
+    assert loss[2] == float("inf") and torch.isfinite(loss[:2]).all()
+    loss.sum().backward()
+    assert torch.isfinite(x.grad).all() and not x.grad[:, 2].any() and x.grad[:, 0].any()
+
+
 def test_bad_arguments_are_refused():
     lp, num, den = _problem()
     with pytest.raises(ValueError, match="the denominator must be a DenominatorGraph"):
