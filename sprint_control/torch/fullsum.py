@@ -4,7 +4,8 @@ CPU tensors go to the compiled kernel of :mod:`sprint_control.fsa` (the one the 
 use): one call per batch, sequences in parallel on ``torch.get_num_threads()`` threads without the GIL, reading
 the input tensor's memory and writing minus the occupancies straight into the gradient tensor. It runs forward
 and backward at once when a gradient is needed (RETURNN's FastBaumWelch does the same), so ``backward`` only
-scales. Tensors on other devices take the per-frame torch ops of :mod:`._ops`. The regrouped automaton
+scales. CUDA tensors take the Triton kernels of :mod:`.triton_fullsum` where ``triton`` imports, other devices
+the per-frame torch ops of :mod:`._ops`. The regrouped automaton
 (``fsa.batch_layout``) is kept in a small cache found by content (:mod:`._layouts`), so a batch seen again
 is not regrouped again.
 """
@@ -155,8 +156,10 @@ def fullsum_loss(
     :param start_end_states: (2, batch) start and final state of each sequence; sequence ``b`` owns the states
         from its start to its final state, and its edges stay among them.
     :param weight_scale: multiplies the weights (RETURNN calls it the tdp scale).
-    :param backend: one of :data:`BACKENDS` (``auto``: the compiled kernel on CPU, torch ops elsewhere).
-    :return: (batch,) loss, ``inf`` where the final state cannot be reached (zero gradient there). The
+    :param backend: one of :data:`BACKENDS` (``auto``: the compiled kernel on CPU, the Triton kernel on CUDA
+        where ``triton`` imports and the weights need no gradient, torch ops elsewhere).
+    :return: (batch,) loss, ``inf`` where the final state cannot be reached (zero gradient there), NaN for a
+        NaN or ``+inf`` score within the sequence's length or a NaN or ``-inf`` weight (zero gradient). The
         gradient with respect to ``log_probs`` is minus the state occupancies; ``weights`` that require a
         gradient (trainable transition costs) get their edge occupancies summed over time.
     """
