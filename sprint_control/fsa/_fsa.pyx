@@ -256,9 +256,12 @@ cdef void _leak_backward(const Layout* L, double* a, double* e, Py_ssize_t n) no
 
 
 cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, Py_ssize_t g, double* ae, double* aa,
-                     bint keep, double* tm, double* te, double* pm, double* pe) noexcept nogil:
+                     bint keep, double* tm, double* te, double* fac) noexcept nogil:
     """alpha of sequence b over automaton g as ``aa * 2**ae``: all T_b + 1 rows when ``keep``, else two
-    alternating rows. Returns log Z."""
+    alternating rows; the frames' factors in ``fac`` (all T_b rows of 2V when ``keep``, for the backward
+    pass, else one). Returns log Z."""
+    cdef double* pm
+    cdef double* pe
     cdef Py_ssize_t n = L.size[g], lo = L.lo[g], t_b = L.lens[b], frame = L.B * L.V, base = g * L.V
     cdef Py_ssize_t t, s, k, prev, cur
     for s in range(n):
@@ -270,6 +273,8 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, Py_ssize_t
         prev, cur = (t * n, (t + 1) * n) if keep else ((t % 2) * n, ((t + 1) % 2) * n)
         if L.lk_m != NULL:  # the leak before frame t (rows 0 .. T_b - 1; not the last one)
             _leak_forward(L, aa + prev, ae + prev, n)
+        pm = fac + (t * 2 * L.V if keep else 0)
+        pe = pm + L.V
         _frame_factors(lp + t * frame + b * L.V, L.V, pm, pe)
         for s in range(n):
             _sum_group(aa + prev, ae + prev, L.in_src, L.in_col, base, L.in_wm, L.in_we, pm, pe,
@@ -280,10 +285,12 @@ cdef double _forward(const Layout* L, const real_t* lp, Py_ssize_t b, Py_ssize_t
 
 cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout, double scale, Py_ssize_t b,
                     Py_ssize_t g, const double* ae, const double* aa, double az, double ez, double* be,
-                    double* ba, double* tm, double* te, double* pm, double* pe) noexcept nogil:
+                    double* ba, double* tm, double* te, const double* fac) noexcept nogil:
     """beta of sequence b (as ``ba * 2**be``, two rows) down from its last frame; adds ``scale * occupancy``
     of every edge at every frame to ``out`` (frame row, column b * V + emission) and, summed over frames,
-    to ``eout``. Z = ``az * 2**ez``."""
+    to ``eout``. Z = ``az * 2**ez``; ``fac`` the forward pass's frame factors."""
+    cdef const double* pm
+    cdef const double* pe
     cdef Py_ssize_t n = L.size[g], lo = L.lo[g], t_b = L.lens[b], frame = L.B * L.V, base = g * L.V
     cdef Py_ssize_t t, s, k, k0, k1, nxt = 0, cur = n
     cdef double f, occ, e_s
@@ -294,7 +301,8 @@ cdef void _backward(const Layout* L, const real_t* lp, out_t* out, double* eout,
     be[L.final[g]] = 0.0
     ba[L.final[g]] = 1.0
     for t in range(t_b - 1, -1, -1):
-        _frame_factors(lp + t * frame + b * L.V, L.V, pm, pe)
+        pm = fac + t * 2 * L.V
+        pe = pm + L.V
         if out != NULL:
             row_out = out + t * frame + b * L.V - base
         for s in range(n):
@@ -324,7 +332,8 @@ cdef double _fullsum_one(const Layout* L, const real_t* lp, out_t* out, double* 
                          Py_ssize_t b, double* work, Py_ssize_t max_size, Py_ssize_t max_group,
                          Py_ssize_t rows) noexcept nogil:
     """One sequence; ``work`` holds beta (two rows of exponents, two of mantissas), the per-group terms
-    (mantissas, exponents), the frame's factors (mantissas, exponents), then alpha (``rows`` each)."""
+    (mantissas, exponents), alpha (``rows`` each), then the frames' factors (mantissas and exponents of
+    every frame with gradients, else of one)."""
     cdef Py_ssize_t t, k, g = 0 if L.shared else b
     cdef Py_ssize_t n = L.size[g], lo = L.lo[g]
     cdef bint grads = out != NULL or eout != NULL
@@ -332,10 +341,9 @@ cdef double _fullsum_one(const Layout* L, const real_t* lp, out_t* out, double* 
     cdef double* ba = work + 2 * max_size
     cdef double* tm = work + 4 * max_size
     cdef double* te = tm + max_group
-    cdef double* pm = te + max_group
-    cdef double* pe = pm + L.V
-    cdef double* ae = pe + L.V
+    cdef double* ae = te + max_group
     cdef double* aa = ae + rows
+    cdef double* fac = aa + rows
     cdef double log_z, ez = 0.0, az
     if out != NULL:  # this sequence's rows of every frame: written here, by the thread that owns them
         for t in range(L.T):
@@ -347,11 +355,11 @@ cdef double _fullsum_one(const Layout* L, const real_t* lp, out_t* out, double* 
         return NAN
     if not L.shared:
         _weight_factors(L, g)
-    log_z = _forward(L, lp, b, g, ae, aa, grads, tm, te, pm, pe)
+    log_z = _forward(L, lp, b, g, ae, aa, grads, tm, te, fac)
     if grads and isfinite(log_z):
         k = L.lens[b] * n + L.final[g]
         az = sc_norm(aa[k], &ez)
-        _backward(L, lp, out, eout, scale, b, g, ae, aa, az, ae[k] + ez, be, ba, tm, te, pm, pe)
+        _backward(L, lp, out, eout, scale, b, g, ae, aa, az, ae[k] + ez, be, ba, tm, te, fac)
     return log_z
 
 
@@ -416,7 +424,8 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     cdef Py_ssize_t max_size = int(lay.size.max())
     cdef Py_ssize_t mg = lay.max_group
     cdef int nthreads = _threads(num_threads, lay, WORK_PER_THREAD, shared)
-    cdef Py_ssize_t stride = 4 * max_size + 2 * mg + 2 * L.V + 2 * nrows
+    cdef Py_ssize_t frows = max(int(lay.lens.max()), 1) if grads else 1
+    cdef Py_ssize_t stride = 4 * max_size + 2 * mg + 2 * nrows + 2 * L.V * frows
     work = np.empty(nthreads * stride)
     factors = np.empty((4, lay.in_eid.shape[0]))
     L.in_wm, L.in_we = <double*>cnp.PyArray_DATA(factors[0]), <double*>cnp.PyArray_DATA(factors[1])
