@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch", reason='needs the torch extra: pip install "sprint_control[torch]"')
 pytest.importorskip("triton", reason='needs triton (the torch extra on Linux): pip install "sprint_control[torch]"')
 
-from test_fsa_batch_cases import random_batch  # noqa: E402
+from fsa_cases import random_batch  # noqa: E402
 
 from sprint_control import fsa  # noqa: E402
 from sprint_control.tools.bench_torch import make_problem  # noqa: E402
