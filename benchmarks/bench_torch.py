@@ -80,8 +80,10 @@ class FullSumOps(_Contenders):
 
 
 class FullSumRatios(_Contenders):
-    """Ratios taken in one run (interleaved rounds, medians): full-sum over ctc_loss on one thread (the issue's
-    targets: <= 2.0 at T=100, <= 1.5 at T=500), and full-sum on two threads over one (<= 1.5)."""
+    """Ratios taken in one run (interleaved rounds, medians): full-sum over ctc_loss on one thread (targets in
+    ``sprint_control.tools.bench_torch.TARGETS``: <= 1.1 at T=100, <= 0.7 at T=500), and full-sum on two
+    threads over one (``TWO_THREAD_TARGETS``: two threads >= 1.6x faster at T=500, i.e. a ratio <= 0.625, on
+    two idle cores)."""
 
     params = [SIZE_LIST]
     param_names = ["size"]
@@ -163,3 +165,53 @@ class SprintLossBackward:
 
     def peakmem_mean(self):
         self._run(lambda loss: loss.mean())
+
+
+class LfMmi:
+    """``lfmmi_loss`` forward+backward on the CTC problem of (100, 8, 40, 20), one thread: a unigram (order 1)
+    and a bigram CTC denominator over the 39 labels, and the denominator alone shared (one graph for the
+    batch, the kernel's shared mode) against the same graph copied once per sequence."""
+
+    params = [[1, 2]]
+    param_names = ["order"]
+    number = 1
+    repeat = (1, 5, 20.0)
+    timeout = 300
+
+    def setup(self, order):
+        torch = _torch()
+        from sprint_control.fsa.denominator import denominator_graph, label_ngram
+        from sprint_control.tools import bench_torch
+        from sprint_control.torch.lfmmi import _replicated
+
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        log_probs, lens, targets, automaton = bench_torch.make_problem(100, 8, 40, 20)
+        units = (targets.numpy() - 1).tolist()  # labels 1..39, blank 0
+        self.den = denominator_graph(label_ngram(units, 39, order=order), topology="ctc", blank=0)
+        self.copied = _replicated(self.den, log_probs.shape[1], log_probs.device)
+        self.args = (log_probs, lens, automaton)
+
+    def teardown(self, order):
+        _torch().set_num_threads(self._threads)
+
+    def time_lfmmi(self, order):
+        from sprint_control.torch import lfmmi_loss
+
+        log_probs, lens, automaton = self.args
+        lp = log_probs.detach().requires_grad_()
+        lfmmi_loss(lp, lens, automaton, self.den).sum().backward()
+
+    def time_denominator_shared(self, order):
+        from sprint_control.torch import denominator_loss
+
+        log_probs, lens, _ = self.args
+        lp = log_probs.detach().requires_grad_()
+        denominator_loss(lp, lens, self.den).sum().backward()
+
+    def time_denominator_copied(self, order):
+        from sprint_control.torch import fullsum_loss
+
+        log_probs, lens, _ = self.args
+        lp = log_probs.detach().requires_grad_()
+        fullsum_loss(lp, lens, *self.copied, backend="kernel").sum().backward()

@@ -14,6 +14,13 @@ and emits ``label`` (the column of the log-probability matrix it scores), ``weig
   and the per-edge occupancies summed over frames.
 - ``viterbi`` (same batch layout): the best path's score, its emission labels and edges per frame.
 
+Non-finite input, one rule for every implementation (this twin, the compiled kernel, the torch ops of
+``sprint_control.torch``): a sequence with a NaN or ``+inf`` frame score within its length (any label, read
+or not) or a NaN or ``-inf`` weight on one of its edges has the total NaN, no occupancy (zeros in ``out`` and
+``edge_out``) and no Viterbi path; its neighbours in the batch are unaffected. ``-inf`` scores are ordinary
+(probability zero). The scan is ``not (x < inf)`` over the sequence's frames, so the answer never depends on
+edge order or on which states are reachable.
+
 Same API, results and errors as the compiled ``_fsa``; the checks and the edge layout (``batch_layout``)
 are shared with it.
 """
@@ -161,15 +168,83 @@ def batch_layout(shape, seq_lengths, edges, weights, start_end_states, ranges=No
     )
 
 
-def check_outputs(shape, num_edges, out, scale, edge_out):
-    """``out`` (T, B, V) float32/float64 C-contiguous and writable, ``scale`` as a float64 (B,) vector
-    (ones by default), ``edge_out`` a writable float64 (E,) vector or None."""
+def shared_layout(shape, seq_lengths, edges, weights, start_end_states) -> BatchLayout:
+    """The layout of one automaton (its edges' sequence index 0, ``start_end_states`` (2, 1)) that every
+    sequence of a (T, B, V) input runs through: ``batch_layout`` of the automaton with the B lengths."""
+    max_time, batch, num_labels = (int(x) for x in shape)
+    lens = _int_array("seq_lengths", seq_lengths, (batch,))
+    if batch and (lens.min() < 0 or lens.max() > max_time):
+        raise ValueError(f"seq_lengths must lie in [0, {max_time}], got {lens.min()} .. {lens.max()}")
+    layout = batch_layout((max_time, 1, num_labels), [0], edges, weights, start_end_states)
+    return layout._replace(lens=lens)
+
+
+def check_layout(layout, shape, shared=False) -> BatchLayout:
+    """A layout the caller kept (``batch_layout`` or, with ``shared``, ``shared_layout`` of the same
+    arguments) against the input: lengths, sequences and columns must fit it, so no kernel reads outside."""
+    max_time, batch, num_labels = (int(x) for x in shape)
+    if not isinstance(layout, BatchLayout):
+        raise ValueError("layout must be a BatchLayout from batch_layout or shared_layout, got "
+                         f"{type(layout).__name__}")
+    graphs = 1 if shared else batch
+    fits = layout.lens.shape == (batch,) and layout.lo.shape == (graphs,)
+    if fits and batch:
+        fits = int(layout.lens.max()) <= max_time and int(layout.lens.min()) >= 0
+    if fits and layout.in_col.size:
+        fits = int(layout.in_col.max()) < graphs * num_labels
+    if not fits:
+        kind = "shared_layout" if shared else "batch_layout"
+        raise ValueError(f"layout does not fit log_probs of shape {tuple(shape)}: make it with {kind} of the same "
+                         "arguments")
+    return layout
+
+
+def check_leak(leak, leak_init, shared, layout):
+    """The leaky-HMM factors ``log(leak * init(s))`` per state of the shared automaton's range, or None
+    without a leak. ``leak_init`` (default uniform) is normalised to a distribution."""
+    leak = float(leak)
+    if leak == 0.0 and leak_init is None:
+        return None
+    if not shared:
+        raise ValueError("leak is only available with a shared automaton (shared=True)")
+    if not 0.0 <= leak < 1.0:
+        raise ValueError(f"leak must lie in [0, 1), got {leak}")
+    size = int(layout.size[0])
+    init = np.ones(size) if leak_init is None else np.asarray(leak_init, dtype=np.float64)
+    if init.shape != (size,) or not np.all(np.isfinite(init)) or init.min() < 0 or init.sum() <= 0:
+        raise ValueError(f"leak_init must be ({size},) non-negative weights per state of the automaton's range "
+                         "[start, final], not all zero")
+    with np.errstate(divide="ignore"):
+        return np.log(leak) + np.log(init / init.sum())
+
+
+def _replicated(batch, edges, weights, start_end_states):
+    """One automaton (sequence index 0) copied for ``batch`` sequences in the merged layout."""
+    edges = np.asarray(edges, dtype=np.int64)
+    start_end = np.asarray(start_end_states, dtype=np.int64).reshape(2, 1)
+    span = int(max(edges[:2].max() if edges.size else 0, start_end.max())) + 1
+    offsets = np.arange(batch, dtype=np.int64) * span
+    rep = np.tile(edges, (1, batch))
+    num_edges = edges.shape[1]
+    rep[:2] += np.repeat(offsets, num_edges)[None, :]
+    rep[3] = np.repeat(np.arange(batch, dtype=np.int64), num_edges)
+    return rep, np.tile(np.asarray(weights, dtype=np.float64), batch), start_end + offsets[None, :]
+
+
+def check_outputs(log_probs, num_edges, out, scale, edge_out):
+    """``out`` (T, B, V) float32/float64 C-contiguous, writable and apart from ``log_probs`` (it is written while
+    ``log_probs`` is still read), ``scale`` as a float64 (B,) vector (ones by default), ``edge_out`` a
+    writable float64 (E,) vector or None."""
+    shape = log_probs.shape
     batch = shape[1]
     if out is not None:
         if not isinstance(out, np.ndarray) or out.shape != tuple(shape) or out.dtype not in (np.float32, np.float64):
             raise ValueError(f"out must be a float32 or float64 array of shape {tuple(shape)}")
         if not (out.flags.c_contiguous and out.flags.writeable):
             raise ValueError("out must be C-contiguous and writable")
+        if out.size and np.shares_memory(out, log_probs):
+            raise ValueError("out must not share memory with log_probs (the kernel reads log_probs while it "
+                             "writes out): pass a separate array")
     scale = np.ones(batch) if scale is None else np.ascontiguousarray(scale, dtype=np.float64)
     if scale.shape != (batch,):
         raise ValueError(f"scale must have shape ({batch},), got {scale.shape}")
@@ -178,6 +253,8 @@ def check_outputs(shape, num_edges, out, scale, edge_out):
             raise ValueError(f"edge_out must be a float64 array of shape ({num_edges},)")
         if not (edge_out.flags.c_contiguous and edge_out.flags.writeable):
             raise ValueError("edge_out must be C-contiguous and writable")
+        if edge_out.size and np.shares_memory(edge_out, log_probs):
+            raise ValueError("edge_out must not share memory with log_probs: pass a separate array")
     return scale
 
 
@@ -212,15 +289,25 @@ def _groups(keys: np.ndarray):
     return order, starts, uniq, group_of
 
 
-def _edge_posteriors(emit, num_states, e_from, e_to, start, final):
+def _logsumexp(v: np.ndarray) -> float:
+    m = v.max()
+    if m == -np.inf:
+        return -np.inf
+    return float(m + np.log(np.exp(v - m).sum()))
+
+
+def _edge_posteriors(emit, num_states, e_from, e_to, start, final, log_leak=None):
     """``(log_total, gamma (T, E))`` of one sequence: ``emit`` (T, E) are the edges' frame scores;
-    ``(-inf, None)`` without a path of exactly T frames."""
+    ``(-inf, None)`` without a path of exactly T frames. ``log_leak`` (num_states,): the leaky HMM, before
+    every frame each state also gets ``leak * init(s)`` times the total of its row (and its mirror in beta)."""
     T = emit.shape[0]
     to_order, to_starts, to_uniq, to_group = _groups(e_to)
     from_order, from_starts, from_uniq, from_group = _groups(e_from)
     alpha = np.full((T + 1, num_states), -np.inf)
     alpha[0, start] = 0.0
     for t in range(T):
+        if log_leak is not None:
+            alpha[t] = np.logaddexp(alpha[t], log_leak + _logsumexp(alpha[t]))
         alpha[t + 1, to_uniq] = _grouped_logsumexp(alpha[t, e_from] + emit[t], to_order, to_starts, to_group)
     log_total = float(alpha[T, final])
     if not np.isfinite(log_total):
@@ -229,6 +316,8 @@ def _edge_posteriors(emit, num_states, e_from, e_to, start, final):
     beta[T, final] = 0.0
     for t in range(T - 1, -1, -1):
         beta[t, from_uniq] = _grouped_logsumexp(beta[t + 1, e_to] + emit[t], from_order, from_starts, from_group)
+        if log_leak is not None:
+            beta[t] = np.logaddexp(beta[t], _logsumexp(log_leak + beta[t]))
     with np.errstate(invalid="ignore"):
         gamma = np.exp(alpha[:-1, e_from] + emit + beta[1:, e_to] - log_total)  # (T, E)
     gamma[~np.isfinite(gamma)] = 0.0
@@ -243,6 +332,8 @@ def forward_backward(log_probs, num_states, edges_from, edges_to, edges_label, w
     )
     T, L = log_probs.shape
     E = e_from.shape[0]
+    if not_finite(log_probs, w):
+        return float("nan"), None
     if E == 0 or T == 0:
         if T == 0 and start == final:
             return 0.0, np.zeros((0, L))
@@ -273,21 +364,30 @@ def _sequence_edges(layout: BatchLayout, b: int, num_labels: int):
     return eid, src, dst, emission, layout.in_w[k0:k1][keep]
 
 
+def not_finite(frames: np.ndarray, weights: np.ndarray) -> bool:
+    """Whether a sequence's input breaks the non-finite rule: a NaN or ``+inf`` frame score, a NaN or ``-inf``
+    weight (``-inf`` scores and ``+inf`` weights are ordinary: probability zero)."""
+    return bool(np.any(~(frames < np.inf)) or np.any(~(weights > -np.inf)))
+
+
 def _sequences(layout: BatchLayout, log_probs: np.ndarray, totals: np.ndarray):
     """Yields ``(b, eid, src, dst, emission, emit (T_b, e) float64)`` per sequence with frames and edges; a
-    sequence without frames gets its total here (0 when it starts in its final state, else -inf)."""
+    sequence without frames gets its total here (0 when it starts in its final state, else -inf), one that
+    breaks the non-finite rule (:func:`not_finite`) NaN."""
     num_labels = log_probs.shape[2]
     for b in range(layout.lens.shape[0]):
         t_b = int(layout.lens[b])
         eid, src, dst, emission, w = _sequence_edges(layout, b, num_labels)
-        if t_b == 0:
+        if not_finite(log_probs[:t_b, b, :], w):
+            totals[b] = np.nan
+        elif t_b == 0:
             totals[b] = 0.0 if layout.start[b] == layout.final[b] else -np.inf
         elif eid.size:
             yield b, eid, src, dst, emission, log_probs[:t_b, b, :][:, emission].astype(np.float64) - w
 
 
 def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=None, scale=None, edge_out=None,
-            num_threads=1, ranges=None):
+            num_threads=1, ranges=None, layout=None, shared=False, leak=0.0, leak_init=None):
     """Full-sum over a batch's merged automaton: returns the (B,) float64 log totals (``-inf`` where the
     final state cannot be reached in the sequence's frames).
 
@@ -298,11 +398,40 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     :param scale: (B,) factors for ``out`` and ``edge_out`` (default ones; -1 gives the loss gradient).
     :param edge_out: a float64 (E,) array, overwritten with each edge's occupancy summed over frames, scaled.
     :param num_threads: sequences run in parallel on this many threads (compiled kernel; ignored here).
+    :param layout: ``batch_layout`` (or ``shared_layout``) of these arguments, kept by the caller to save
+        regrouping the same automaton again; checked to fit ``log_probs``, not against the other arguments.
+    :param shared: ``edges``/``weights``/``start_end_states`` are one automaton (sequence index 0,
+        ``start_end_states`` (2, 1)) that every sequence runs through (e.g. an LF-MMI denominator graph),
+        without copying it per sequence; ``edge_out`` is then refused.
+    :param leak: with ``shared``, the leaky-HMM coefficient: before each frame, every state also receives
+        ``leak * leak_init(s)`` times the total of all states (Kaldi's leaky HMM; PyChain uses 1e-5).
+    :param leak_init: (states of the automaton's range [start, final],) entry weights of the leak, normalised
+        (default uniform; ``fsa.denominator`` estimates Kaldi's).
+
+    A sequence with a NaN or ``+inf`` score or a NaN or ``-inf`` weight gets the total NaN and no occupancy
+    (see the module's rule).
     """
     del num_threads
     log_probs = check_log_probs(log_probs)
-    layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
-    scale = check_outputs(log_probs.shape, layout.in_eid.shape[0], out, scale, edge_out)
+    if shared and edge_out is not None:
+        raise ValueError("edge_out is not available with a shared automaton (its edges belong to every sequence)")
+    if shared:
+        lay = layout if layout is not None else shared_layout(log_probs.shape, seq_lengths, edges, weights,
+                                                              start_end_states)
+        check_layout(lay, log_probs.shape, True)
+        log_leak = check_leak(leak, leak_init, True, lay)
+        scale = check_outputs(log_probs, lay.in_eid.shape[0], out, scale, edge_out)
+        rep = _replicated(log_probs.shape[1], edges, weights, start_end_states)
+        return _fullsum(log_probs, batch_layout(log_probs.shape, lay.lens, *rep), out, scale, None, log_leak)
+    if layout is None:
+        layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states, ranges)
+    layout = check_layout(layout, log_probs.shape)
+    check_leak(leak, leak_init, False, layout)
+    scale = check_outputs(log_probs, layout.in_eid.shape[0], out, scale, edge_out)
+    return _fullsum(log_probs, layout, out, scale, edge_out, None)
+
+
+def _fullsum(log_probs, layout, out, scale, edge_out, log_leak):
     _, batch, num_labels = log_probs.shape
     log_z = np.full(batch, -np.inf)
     if out is not None:
@@ -312,7 +441,7 @@ def fullsum(log_probs, seq_lengths, edges, weights, start_end_states, *, out=Non
     for b, eid, src, dst, emission, emit in _sequences(layout, log_probs, log_z):
         t_b = emit.shape[0]
         total, gamma = _edge_posteriors(emit, int(layout.size[b]), src, dst, int(layout.start[b]),
-                                        int(layout.final[b]))
+                                        int(layout.final[b]), log_leak)
         log_z[b] = total
         if gamma is None:
             continue
@@ -330,7 +459,8 @@ def viterbi(log_probs, seq_lengths, edges, weights, start_end_states, *, num_thr
     """Best path per sequence over a batch's merged automaton: ``(score (B,) float64, labels (T, B) int64,
     edge_path (T, B) int64)``: the best path's total score, and per frame the emission label and index of
     the edge it takes. Score ``-inf`` and labels/edges ``-1`` where no path exists and beyond each length.
-    Ties go to the lowest edge index among the edges into a state."""
+    Ties go to the lowest edge index among the edges into a state. Score NaN (and no path) for a sequence
+    that breaks the non-finite rule."""
     del num_threads
     log_probs = check_log_probs(log_probs)
     layout = batch_layout(log_probs.shape, seq_lengths, edges, weights, start_end_states)

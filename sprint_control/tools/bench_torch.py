@@ -33,6 +33,10 @@ SIZES = ((100, 8, 40, 20), (500, 16, 80, 100), (1000, 32, 100, 200))
 CONTENDERS = ("fullsum", "ops", "ctc_loss", "viterbi")
 #: the ops path keeps (T, S, W) slot scores: skipped above this many frames x states by default
 OPS_LIMIT = 5_000_000
+#: the kernel's targets, one thread, forward+backward: full-sum / ctc_loss at most this, same run
+TARGETS = {(100, 8, 40, 20): 1.1, (500, 16, 80, 100): 0.7}
+#: and two threads at least this much faster than one at T=500 (on two idle cores)
+TWO_THREAD_TARGETS = {(500, 16, 80, 100): 1.6}
 
 
 def ctc_automaton(labels: Sequence[int], blank: int = 0) -> tuple[int, np.ndarray]:
@@ -184,6 +188,25 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def target_lines(rows: list[dict]) -> list[str]:
+    """One line per target whose size was measured: the figure, the bound, met or missed."""
+    lines = []
+    for r in rows:
+        size = tuple(r["size"])
+        ratio = r.get("over_ctc", {}).get(1, {}).get("fullsum")
+        if size in TARGETS and ratio is not None:
+            ok = "met" if ratio <= TARGETS[size] else "MISSED"
+            lines.append(f"target {', '.join(map(str, size))}: fullsum / ctc_loss on 1 thread {ratio:.2f} "
+                         f"<= {TARGETS[size]:.2f}: {ok}")
+        two = r.get("two_over_one", {}).get("fullsum")
+        if size in TWO_THREAD_TARGETS and two is not None:
+            speedup = 1.0 / two
+            ok = "met" if speedup >= TWO_THREAD_TARGETS[size] else "MISSED (needs two idle cores)"
+            lines.append(f"target {', '.join(map(str, size))}: fullsum 2 threads {speedup:.2f}x faster than 1 "
+                         f">= {TWO_THREAD_TARGETS[size]:.2f}x: {ok}")
+    return lines
+
+
 def _parse_size(text: str) -> tuple[int, int, int, int]:
     try:
         size = tuple(int(x) for x in text.split(","))
@@ -228,6 +251,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"forward+backward, CPU float32, {args.clock} clock, medians of {args.repeats} interleaved rounds;"
           " ratios to ctc_loss in the same run")
     print(format_table(rows))
+    for line in target_lines(rows):
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "implementation": fsa.IMPLEMENTATION, "load_average": load,

@@ -16,6 +16,8 @@ so ``import sprint_control`` works without PyTorch.
   (``fullsum.py``, ``_ops.py``); :func:`fullsum_loss_for_batch` ties both together. :func:`fullsum_viterbi` is
   the best path over the same automata (``viterbi.py``). Both take the automaton as three arrays or as one
   object (a ``WeightedFsa``, an :class:`Automaton`, a tuple).
+- :func:`lfmmi_loss` is lattice-free MMI over the same kernel: the numerator per sequence, one shared
+  denominator graph (``sprint_control.fsa.denominator``) for the batch (``lfmmi.py``).
 
 ``pool`` is any object with the two batch methods of :class:`sprint_control.parent.SprintPool` /
 ``SprintInstancePool``: ``get_batch_loss_and_error_signal(log_posteriors, seq_lengths, tags)`` and
@@ -36,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .automata import AutomataCache, Automaton, automata_for_batch, automata_source
 from .criterion import SprintLossFunction, sprint_loss
 from .fullsum import FullSumLossFunction, fullsum_loss, fullsum_loss_for_batch
+from .lfmmi import denominator_loss, lfmmi_loss
 from .viterbi import Viterbi, fullsum_viterbi
 from .weighted_fsa import WeightedFsa, as_weighted_fsa, weighted_fsa_type
 
@@ -54,4 +57,6 @@ __all__ = [
     "fullsum_loss_for_batch",
     "Viterbi",
     "fullsum_viterbi",
+    "lfmmi_loss",
+    "denominator_loss",
 ]

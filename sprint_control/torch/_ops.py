@@ -8,6 +8,7 @@ scores of all frames, (T, S, W), are gathered before the loop. Per frame that le
 preallocated memory: ``index_select`` of the previous row into a (S * W,) buffer, an in-place add of the
 frame's slot scores, and ``logsumexp`` over the slots into the next row of the (T + 1, S) table. The edge
 occupancies and both gradients are then a handful of (T, E) ops over the stored forward and backward tables.
+Non-finite input follows the kernel's rule (NaN loss, zero gradient; see ``sprint_control.fsa._fsa_py``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import fsa as _fsa
+from ._layouts import LAYOUTS
 
-__all__ = ["forward", "backward"]
+__all__ = ["forward", "backward", "non_finite_sequences"]
 
 
 def _cpu(t: torch.Tensor) -> np.ndarray:
@@ -59,12 +60,25 @@ def _recursion(table: torch.Tensor, slot_states, slot_scores, width: int, frames
         torch.logsumexp(grouped, 1, out=rows[nxt])
 
 
+def non_finite_sequences(log_probs: torch.Tensor, lens: torch.Tensor, seq: torch.Tensor,
+                         weights: torch.Tensor) -> torch.Tensor:
+    """(B,) bool, the kernel's non-finite rule in torch ops: a NaN or +inf score within a sequence's length
+    (any label), or a NaN or -inf weight on one of its edges."""
+    max_time, batch, _ = log_probs.shape
+    frames = torch.arange(max_time, device=log_probs.device)
+    in_len = frames[:, None] < lens[None, :]
+    bad = ((~(log_probs.detach() < float("inf"))).any(-1) & in_len).any(0)
+    bad_w = torch.zeros(batch, dtype=torch.int64, device=log_probs.device).index_add_(
+        0, seq, (~(weights.detach() > float("-inf"))).long())
+    return bad | (bad_w > 0)
+
+
 def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     max_time, batch, num_labels = log_probs.shape
     device = log_probs.device
     dtype = log_probs.dtype if log_probs.dtype in (torch.float32, torch.float64) else torch.float32
     lens_np = _cpu(seq_lengths).astype(np.int64)
-    lay = _fsa.batch_layout(log_probs.shape, lens_np, _cpu(edges), _cpu(weights), _cpu(start_end_states))
+    lay = LAYOUTS.get(log_probs.shape, lens_np, _cpu(edges), _cpu(weights), _cpu(start_end_states))
     num_states = int(lay.in_ptr.shape[0]) - 1
     num_edges = int(lay.in_eid.shape[0])
     state_seq = np.full(num_states, -1, dtype=np.int64)
@@ -82,7 +96,12 @@ def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     # frame scores of each edge, -inf beyond its sequence's length (so no occupancy there): (T, E + 2),
     # the last two columns being the padding (-inf) and stay slots
     scores = log_probs.detach().to(dtype).reshape(max_time, batch * num_labels).index_select(1, seq * num_labels + e[2])
-    scores = torch.where(frames[:, None] < lens[seq][None, :], scores - weights.detach().to(device, dtype), neg_inf)
+    # the non-finite rule of sprint_control.fsa: a NaN or +inf score within a sequence's length, or a NaN or
+    # -inf weight on one of its edges, makes its loss NaN and its gradient zero (its edges score -inf here)
+    w = weights.detach().to(device, dtype)
+    bad = non_finite_sequences(log_probs, lens, seq, w)
+    keep = (frames[:, None] < lens[seq][None, :]) & ~bad[seq][None, :]
+    scores = torch.where(keep, scores - w, neg_inf)
     scores_ext = torch.cat([scores, scores.new_full((max_time, 2), float("-inf"))], dim=1)
     state_len_t = torch.as_tensor(state_len, device=device)
     stay = torch.where(frames[:, None] >= state_len_t[None, :], torch.zeros((), dtype=dtype, device=device), neg_inf)
@@ -101,7 +120,7 @@ def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
     ctx.out_slots = _slots(lay.out_ptr, lay.out_dst + out_lo, lay.out_eid, num_states, num_edges)
     ctx.shape = (max_time, batch, num_labels)
     ctx.save_for_backward(scores_ext, stay, alphas, e, finals, log_z)
-    return (-log_z).to(log_probs.dtype)
+    return torch.where(bad, float("nan"), -log_z).to(log_probs.dtype)
 
 
 def backward(ctx, grad_loss):

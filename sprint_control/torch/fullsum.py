@@ -4,7 +4,10 @@ CPU tensors go to the compiled kernel of :mod:`sprint_control.fsa` (the one the 
 use): one call per batch, sequences in parallel on ``torch.get_num_threads()`` threads without the GIL, reading
 the input tensor's memory and writing minus the occupancies straight into the gradient tensor. It runs forward
 and backward at once when a gradient is needed (RETURNN's FastBaumWelch does the same), so ``backward`` only
-scales. Tensors on other devices take the per-frame torch ops of :mod:`._ops`.
+scales. CUDA tensors take the Triton kernels of :mod:`.triton_fullsum` where ``triton`` imports, other devices
+the per-frame torch ops of :mod:`._ops`. The regrouped automaton
+(``fsa.batch_layout``) is kept in a small cache found by content (:mod:`._layouts`), so a batch seen again
+is not regrouped again.
 """
 
 from __future__ import annotations
@@ -18,15 +21,34 @@ from torch.autograd.function import once_differentiable
 
 from .. import fsa as _fsa
 from . import _ops
+from . import triton_fullsum as _triton
 from ._common import SeqLengths, scaled_gradient, seq_lengths_numpy
+from ._layouts import LAYOUTS
 from .automata import AutomataCache, automata_for_batch
 from .weighted_fsa import automaton_arrays
 
 __all__ = ["BACKENDS", "FullSumLossFunction", "fullsum_loss", "fullsum_loss_for_batch"]
 
-#: ``auto``: the compiled kernel for CPU tensors, the torch ops elsewhere; ``kernel``: always the kernel (device
-#: tensors are copied to the CPU and back); ``ops``: always the torch ops (any device, CPU included).
-BACKENDS = ("auto", "kernel", "ops")
+#: ``auto``: the compiled kernel for CPU tensors, the Triton kernel for CUDA tensors where ``triton`` imports
+#: (else the torch ops); ``kernel``: always the kernel (device tensors are copied to the CPU and back);
+#: ``ops``: always the torch ops (any device, CPU included); ``triton``: the Triton kernel (CUDA, or CPU
+#: tensors under ``TRITON_INTERPRET=1``).
+BACKENDS = ("auto", "kernel", "ops", "triton")
+
+
+def _path(backend: str, device: torch.device, weights_grad: bool) -> str:
+    """Which path computes the loss: ``kernel``, ``ops`` or ``triton`` (trainable weights: not Triton)."""
+    if backend == "auto":
+        if device.type == "cpu":
+            return "kernel"
+        return "triton" if not weights_grad and _triton.available(device) else "ops"
+    if backend == "triton":
+        if weights_grad:
+            raise ValueError("backend 'triton' gives no weight gradient: use 'ops' or 'kernel' for trainable weights")
+        if not _triton.available(device):
+            raise ValueError(f"backend 'triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 on the CPU), "
+                             f"got a {device.type} tensor")
+    return backend
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -50,25 +72,27 @@ class FullSumLossFunction(torch.autograd.Function):
     def forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states, backend="auto"):  # type: ignore[override]
         ctx.device, ctx.input_dtype = log_probs.device, log_probs.dtype
         ctx.weights_dtype, ctx.weights_device = weights.dtype, weights.device
-        ctx.kernel = backend == "kernel" or (backend == "auto" and log_probs.device.type == "cpu")
-        if not ctx.kernel:
+        ctx.path = _path(backend, log_probs.device, ctx.needs_input_grad[3])
+        ctx.kernel = ctx.path == "kernel"
+        if ctx.path == "ops":
             return _ops.forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states)
+        if ctx.path == "triton":
+            return _triton_forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states)
         max_time, batch, _ = log_probs.shape
         dtype = compute_dtype(log_probs.dtype)
         x = log_probs.detach().to(device="cpu", dtype=dtype).contiguous()
         need_lp, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         grad = torch.empty(x.shape, dtype=dtype) if need_lp else None
         edge_out = np.empty(edges.shape[1]) if need_w else None
+        args = (cpu_numpy(seq_lengths), cpu_numpy(edges), cpu_numpy(weights), cpu_numpy(start_end_states))
         log_z = _fsa.fullsum(
             x.numpy(),
-            cpu_numpy(seq_lengths),
-            cpu_numpy(edges),
-            cpu_numpy(weights),
-            cpu_numpy(start_end_states),
+            *args,
             out=None if grad is None else grad.numpy(),
             scale=np.full(batch, -1.0),
             edge_out=edge_out,
             num_threads=torch.get_num_threads(),
+            layout=LAYOUTS.get(x.shape, *args),
         )
         log_z = torch.from_numpy(log_z)
         edge_grad = None if edge_out is None else torch.from_numpy(edge_out)
@@ -78,8 +102,13 @@ class FullSumLossFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):  # type: ignore[override]
-        if not ctx.kernel:
+        if ctx.path == "ops":
             return _ops.backward(ctx, grad_loss) + (None,)
+        if ctx.path == "triton":
+            occ, log_z = ctx.saved_tensors
+            scale = torch.where(torch.isfinite(log_z), grad_loss.detach().to(occ.device, occ.dtype), 0.0)
+            grad_lp = None if occ is None else (occ * -scale[None, :, None]).to(ctx.input_dtype)
+            return grad_lp, None, None, None, None, None
         grad, log_z, edge_grad, seq = ctx.saved_tensors
         # unreachable sequences have zero rows: any finite factor will do there (1 keeps the unit fast path)
         scale = torch.where(torch.isfinite(log_z), grad_loss.detach().to("cpu", torch.float64), 1.0)
@@ -90,6 +119,20 @@ class FullSumLossFunction(torch.autograd.Function):
             # the kernel wrote -occupancy; a weight is a cost: d(-log Z)/d weight = +occupancy
             grad_w = (-edge_grad * scale[seq]).to(device=ctx.weights_device, dtype=ctx.weights_dtype)
         return grad_lp, None, None, grad_w, None, None
+
+
+def _triton_forward(ctx, log_probs, seq_lengths, edges, weights, start_end_states):
+    """The Triton path: the layout regrouped on the host (cached), both passes on the device; sequences
+    under the non-finite rule get -inf scores there (zero occupancy) and loss NaN."""
+    lens = seq_lengths.to(log_probs.device)
+    bad = _ops.non_finite_sequences(log_probs, lens, edges[3].to(log_probs.device, torch.int64),
+                                    weights.to(log_probs.device))
+    lens_np = cpu_numpy(seq_lengths).astype(np.int64)
+    layout = LAYOUTS.get(log_probs.shape, lens_np, cpu_numpy(edges), cpu_numpy(weights), cpu_numpy(start_end_states))
+    x = torch.where(bad[None, :, None], float("-inf"), log_probs.detach().to(torch.float32))
+    log_z, occ = _triton.fullsum(x, layout, need_grad=ctx.needs_input_grad[0])
+    ctx.save_for_backward(occ, log_z)
+    return torch.where(bad, float("nan"), -log_z).to(log_probs.dtype)
 
 
 def fullsum_loss(
@@ -117,8 +160,10 @@ def fullsum_loss(
     :param start_end_states: (2, batch) start and final state of each sequence; sequence ``b`` owns the states
         from its start to its final state, and its edges stay among them.
     :param weight_scale: multiplies the weights (RETURNN calls it the tdp scale).
-    :param backend: one of :data:`BACKENDS` (``auto``: the compiled kernel on CPU, torch ops elsewhere).
-    :return: (batch,) loss, ``inf`` where the final state cannot be reached (zero gradient there). The
+    :param backend: one of :data:`BACKENDS` (``auto``: the compiled kernel on CPU, the Triton kernel on CUDA
+        where ``triton`` imports and the weights need no gradient, torch ops elsewhere).
+    :return: (batch,) loss, ``inf`` where the final state cannot be reached (zero gradient there), NaN for a
+        NaN or ``+inf`` score within the sequence's length or a NaN or ``-inf`` weight (zero gradient). The
         gradient with respect to ``log_probs`` is minus the state occupancies; ``weights`` that require a
         gradient (trainable transition costs) get their edge occupancies summed over time.
     """

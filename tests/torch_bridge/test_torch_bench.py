@@ -61,3 +61,15 @@ def test_tool_rejects_bad_arguments_in_one_line(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sprint-control bench --torch: error:")
+
+
+def test_target_lines_name_each_target_and_whether_it_is_met():
+    rows = [{"size": [100, 8, 40, 20], "over_ctc": {1: {"fullsum": 1.3}}},
+            {"size": [500, 16, 80, 100], "over_ctc": {1: {"fullsum": 0.6}}, "two_over_one": {"fullsum": 0.5}},
+            {"size": [7, 1, 2, 1], "over_ctc": {1: {"fullsum": 9.0}}}]
+    lines = bench_torch.target_lines(rows)
+    assert lines == [
+        "target 100, 8, 40, 20: fullsum / ctc_loss on 1 thread 1.30 <= 1.10: MISSED",
+        "target 500, 16, 80, 100: fullsum / ctc_loss on 1 thread 0.60 <= 0.70: met",
+        "target 500, 16, 80, 100: fullsum 2 threads 2.00x faster than 1 >= 1.60x: met",
+    ]
