@@ -211,20 +211,6 @@ def read_segment_list(path: str) -> list[str]:
     return [s.strip() for s in text.splitlines() if s.strip() and not s.lstrip().startswith("#")]
 
 
-def select_segments(corpus, path: str):
-    """The corpus restricted to the segments listed in ``path``, in corpus order (as RASR's segment
-    whitelist); listed names the corpus lacks are logged and ignored."""
-    from .corpus import Corpus
-
-    wanted = read_segment_list(path)
-    missing = [n for n in wanted if n not in corpus]
-    if missing:
-        log.warning("%s: %d listed segments are not in corpus %r (first: %r); ignored", path, len(missing),
-                    corpus.name, missing[0])
-    keep = set(wanted)
-    return Corpus(corpus.name, [s for s in corpus.segments if s.name in keep], corpus.feature_dim)
-
-
 def first(node: Node, tag: str) -> Optional[Node]:
     """The first child called ``tag``, or None."""
     found = node.find_all(tag)

@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from .bliss import is_bliss_file, read_bliss_corpus
+from .bliss import is_bliss_file, read_bliss_corpus, read_segment_list
 from .lexicon import Lexicon
 from .textfile import read_utf8
 
@@ -266,3 +266,15 @@ def load_corpus(
 
 def empty_corpus(name: str = "corpus", feature_dim: int = DEFAULT_FEATURE_DIM) -> Corpus:
     return Corpus(name, [], feature_dim)
+
+
+def select_segments(corpus: Corpus, path: str) -> Corpus:
+    """The corpus restricted to the segments listed in ``path``, in corpus order (as RASR's segment
+    whitelist); listed names the corpus lacks are logged and ignored."""
+    wanted = read_segment_list(path)
+    missing = [n for n in wanted if n not in corpus]
+    if missing:
+        log.warning("%s: %d listed segments are not in corpus %r (first: %r); ignored", path, len(missing),
+                    corpus.name, missing[0])
+    keep = set(wanted)
+    return Corpus(corpus.name, [s for s in corpus.segments if s.name in keep], corpus.feature_dim)

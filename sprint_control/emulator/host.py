@@ -25,10 +25,9 @@ import numpy as np
 
 from . import criteria
 from .args import VERSION_NUMBER, Config
-from .bliss import select_segments
 from .bliss_lexicon import BlissLexicon
 from .callback import Callback, EmulatorFatalError, make_capsule
-from .corpus import Corpus, empty_corpus, load_corpus, synthetic_corpus
+from .corpus import Corpus, empty_corpus, load_corpus, select_segments, synthetic_corpus
 from .lexicon import Lexicon, make_alphabet
 
 log = logging.getLogger("sprint_control.emulator")

@@ -391,9 +391,31 @@ class _Exchange:
             session.is_calculating = False
             session._out_of_step = False
         what, waiting_for = (text.format(self.subject) for text in (self.what, self.waiting_for))
-        err = failures.translate(session, exc, what, waiting_for, handshake=self.handshake, sending=self.sending)
-        if err is None:
+        failure = failures.translate(session.process, exc, what, waiting_for, timeout=session.timeout,
+                                     start_timeout=session.start_timeout, handshake=self.handshake,
+                                     sending=self.sending)
+        if failure is None:
             return False
+        err = self._apply(failure)
         if isinstance(err, SprintRemoteError):
             raise err from None
         raise err from exc
+
+    def _apply(self, failure: failures.Failure) -> BaseException:
+        """Does what the failure asks to the child, then returns its error (kept and logged if asked)."""
+        session = self.session
+        process = session.process
+        if failure.action is failures.Action.NONE:
+            return failure.error(failures.After(None, ""))
+        session.kill()
+        after = failures.After(process.returncode if process is not None else None, session.stderr_tail)
+        if failure.action is failures.Action.RESTART:
+            try:
+                session.init()
+            except SprintControlError as restart_exc:
+                after = failures.After(after.returncode, after.tail, restart_exc)
+        err = failure.error(after)
+        if failure.record:
+            session.last_error = err
+            logger.warning("%s", failure.summary or str(err).splitlines()[0])
+        return err

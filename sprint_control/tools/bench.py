@@ -20,8 +20,8 @@ transport, not arithmetic), and the parent has that answer as an ndarray. The ch
 emulator (``python -m sprint_control.emulator``) driven through ``SprintSubprocessInstance`` when that
 is installed, else the small pipe child of this module (``--pipe-child``).
 
-The command line, the table and ``--json FILE`` are in ``bench_cli``. The module also serves the asv
-suite in ``benchmarks/``.
+The command line (``bench_cli.main``), the table and ``--json FILE`` are in ``bench_cli``. The module
+also serves the asv suite in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ __all__ = [
     "expected_error_signal",
     "measure_sizes",
     "peak_rss_of_roundtrip",
-    "main",
 ]
 
 #: (time, label) float32 sizes of the suite: a tiny one (per-message overhead) and real hybrid setups.
@@ -483,7 +482,7 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
-def _rss_probe(argv: Sequence[str]) -> int:
+def rss_probe(argv: Sequence[str]) -> int:
     """In a fresh process: the parent's peak RSS over one round trip, above its idle state."""
     transport, time_, labels = argv[0], int(argv[1]), int(argv[2])
     child = argv[3] if len(argv) > 3 else "pipe"
@@ -526,26 +525,13 @@ def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2", child:
     return res
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """``sprint-control bench``: the child modes of this module, the PyTorch bridge's table (``--torch``,
-    ``bench_torch``) and the Ray pool's overhead (``--ray``, ``bench_ray``), else the link's table (``bench_cli``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--torch"]:
-        from .bench_torch import main as torch_main
-
-        return torch_main(argv[1:])
-    if argv[:1] == ["--ray"]:
-        from .bench_ray import main as ray_main
-
-        return ray_main(argv[1:])
-    if argv[:1] == ["--pipe-child"]:
-        return child_main(argv[1:])
-    if argv[:1] == ["--rss-probe"]:
-        return _rss_probe(argv[1:])
-    from .bench_cli import run
-
-    return run(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m sprint_control.tools.bench``: the child modes run here, the command line is bench_cli's
+    # (loaded by name: the module that bench_cli imports never imports it back)
+    if sys.argv[1:2] == ["--pipe-child"]:
+        sys.exit(child_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["--rss-probe"]:
+        sys.exit(rss_probe(sys.argv[2:]))
+    import runpy
+
+    runpy.run_module("sprint_control.tools.bench_cli", run_name="__main__", alter_sys=True)

@@ -551,6 +551,8 @@ cdef cnp.ndarray _read_body(int fd, sc_frame_header *h, char *name_buf, object o
         if iov != stack_iov:
             free(iov)
     if mismatch:
+        if h.dtype == SC_DTYPE_NONE:
+            raise ProtocolError(f"expected an array of shape {(<object>out).shape}, the frame carries none")
         raise _mismatch(h, <cnp.ndarray>out)
     return dest
 

@@ -240,6 +240,8 @@ def read_payload(fd: int, header: w.FrameHeader, out=None, timeout: Optional[flo
     When ``out`` does not fit the announced shape/dtype the payload is drained (the pipe stays in
     step) and ProtocolError is raised.
     """
+    if out is not None and not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if header.dtype is None:
         if out is not None and out.size:
             raise ProtocolError(f"expected an array of shape {out.shape}, the frame carries none")
