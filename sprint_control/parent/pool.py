@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import threading
 import time
@@ -29,7 +31,7 @@ from .batch import (
     tag_names,
 )
 from .instance import SprintSubprocessInstance
-from .options import DEFAULTS, checked_max_payload, checked_seconds, emulator_command
+from .options import DEFAULTS, FIELDS, ParentOptions
 from .process import ExecPath
 from .workers import Batch, Workers
 
@@ -44,17 +46,6 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, set):
         return tuple(sorted(_hashable(v) for v in value))
     return value
-
-
-def _check_instance_options(opts: Mapping[str, Any]) -> None:
-    """What the instances would refuse, refused when the pool is made (they start later)."""
-    for key in ("timeout", "start_timeout"):
-        if key in opts:
-            checked_seconds(key, opts[key])
-    if "exit_timeout" in opts:
-        checked_seconds("exit_timeout", opts["exit_timeout"], allow_none=False)
-    if "max_payload" in opts:
-        checked_max_payload(opts["max_payload"])
 
 
 class SprintInstancePool:
@@ -86,31 +77,30 @@ class SprintInstancePool:
                 cls.global_instances[key] = pool
             return pool
 
-    def __init__(self, sprint_opts: Mapping[str, Any]):
+    def __init__(self, sprint_opts: Union[Mapping[str, Any], ParentOptions]):
         self.lock = threading.RLock()
-        opts = dict(sprint_opts)
-        self.max_num_instances = int(opts.pop("numInstances", DEFAULTS.num_instances))
-        if self.max_num_instances < 1:
-            raise ValueError(f"numInstances must be at least 1, got {self.max_num_instances}")
-        _check_instance_options(opts)
-        self.restart_dead = bool(opts.pop("restart_dead", DEFAULTS.restart_dead))
-        self.reject_non_finite = bool(opts.get("reject_non_finite", DEFAULTS.reject_non_finite))  # instances too
-        gather = opts.pop("gather", None)
+        if isinstance(sprint_opts, ParentOptions):
+            options = sprint_opts
+        else:
+            options = ParentOptions.from_returnn(sprint_opts, who=type(self).__name__)
+        #: every option, checked once; each child is started with it
+        self.options = options
+        self.max_num_instances = options.num_instances
+        self.restart_dead = options.restart_dead
+        self.reject_non_finite = options.reject_non_finite
         # Measured (docs/parent-side.md): the compiled core's writev of row pointers beats a gather
         # copy (up to 2x for thousands of labels, equal for 88); the pure-Python twin's os.writev over
         # one memoryview per row loses to one copy.
-        self.gather = (framing.IMPLEMENTATION != "cython") if gather is None else bool(gather)
-        shm_opt = opts.pop("shm", False)
-        shm_max = int(opts.pop("shm_max_size", DEFAULTS.shm_max_size))
-        shm_inline = int(opts.pop("shm_inline_below", DEFAULTS.shm_inline_below))
+        self.gather = (framing.IMPLEMENTATION != "cython") if options.gather is None else options.gather
         self.region: Optional[SharedRegion] = None
-        if shm_opt:
-            size = DEFAULTS.shm_size if shm_opt is True else int(shm_opt)
-            self.region = SharedRegion.create(size, max_size=shm_max, inline_below=shm_inline)
-            opts["shared_region"] = self.region
+        if options.shm:
+            size = options.shm_size if options.shm is True else int(options.shm)
+            self.region = SharedRegion.create(size, max_size=options.shm_max_size,
+                                              inline_below=options.shm_inline_below)
             self.gather = False  # the descriptor path reads the rows where they are
-        self.max_payload = int(opts.get("max_payload", DEFAULTS.max_payload))  # the instances get it too
-        self.sprint_opts = opts
+        self.max_payload = options.max_payload
+        #: the children's options under SprintSubprocessInstance's names (RETURNN's first)
+        self.sprint_opts = dict(options.returnn_view(), shared_region=self.region)
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
         self._workers = Workers()
@@ -163,7 +153,7 @@ class SprintInstancePool:
 
     def _new_instance(self, start: bool = True) -> SprintSubprocessInstance:
         self._check_open()
-        return SprintSubprocessInstance(**self.sprint_opts, start=start)
+        return SprintSubprocessInstance(options=self.options, shared_region=self.region, start=start)
 
     def start(self) -> SprintInstancePool:
         """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
@@ -339,55 +329,11 @@ class SprintPool(SprintInstancePool):
     Defaults of the options: ``options.DEFAULTS``.
     """
 
-    def __init__(
-        self,
-        num_instances: int = DEFAULTS.num_instances,
-        sprint_exec: Optional[ExecPath] = None,
-        sprint_args: Union[str, Sequence[str]] = "",
-        *,
-        control_config: Optional[Mapping[str, Any]] = None,
-        protocol: int = DEFAULTS.protocol,
-        use_python_segment_order: bool = True,
-        min_python_control_version: int = DEFAULTS.min_python_control_version,
-        timeout: Optional[float] = DEFAULTS.timeout,
-        start_timeout: Optional[float] = DEFAULTS.start_timeout,
-        exit_timeout: float = DEFAULTS.exit_timeout,
-        module_name: str = DEFAULTS.module_name,
-        module_path: Optional[str] = None,
-        echo_output: bool = DEFAULTS.echo_output,
-        env: Optional[Mapping[str, str]] = None,
-        restart_dead: bool = DEFAULTS.restart_dead,
-        gather: Optional[bool] = None,
-        shm: Union[bool, int] = False,
-        shm_max_size: int = DEFAULTS.shm_max_size,
-        shm_inline_below: int = DEFAULTS.shm_inline_below,
-        reject_non_finite: bool = DEFAULTS.reject_non_finite,
-        max_payload: int = DEFAULTS.max_payload,
-        start: bool = True,
-    ):
-        super().__init__(dict(
-            numInstances=num_instances,
-            sprintExecPath=sprint_exec if sprint_exec is not None else emulator_command(),
-            minPythonControlVersion=min_python_control_version,
-            sprintConfigStr=sprint_args,
-            sprintControlConfig=control_config,
-            usePythonSegmentOrder=use_python_segment_order,
-            protocol=protocol,
-            timeout=timeout,
-            start_timeout=start_timeout,
-            exit_timeout=exit_timeout,
-            module_name=module_name,
-            module_path=module_path,
-            echo_output=echo_output,
-            env=env,
-            restart_dead=restart_dead,
-            gather=gather,
-            shm=shm,
-            shm_max_size=shm_max_size,
-            reject_non_finite=reject_non_finite,
-            shm_inline_below=shm_inline_below,
-            max_payload=max_payload,
-        ))
+    def __init__(self, num_instances: int = DEFAULTS.num_instances, sprint_exec: Optional[ExecPath] = None,
+                 sprint_args: Union[str, Sequence[str]] = "", *, start: bool = True, **options: Any):
+        """``options``: any field of ``ParentOptions`` by name (the signature lists them all)."""
+        super().__init__(ParentOptions.create(type(self).__name__, num_instances=num_instances,
+                                              sprint_exec=sprint_exec, sprint_args=sprint_args, **options))
         if start:
             self.start()
 
@@ -418,3 +364,19 @@ class SprintPool(SprintInstancePool):
     def automata(self, tags: Any) -> Automata:
         """The batch automaton (see ``get_automata_for_batch``)."""
         return Automata(*self.get_automata_for_batch(tags))
+
+
+def _pool_signature() -> inspect.Signature:
+    """``SprintPool.__init__``'s signature as help() and ``inspect`` should show it: every option of
+    ``ParentOptions`` keyword-only with its default (the options are defined there, once)."""
+    fields = {f.name: f for f in dataclasses.fields(ParentOptions)}
+    first = ("num_instances", "sprint_exec", "sprint_args")
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=fields[n].default) for n in first]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=fields[n].default)
+               for n in FIELDS if n not in first]
+    params.append(inspect.Parameter("start", inspect.Parameter.KEYWORD_ONLY, default=True))
+    return inspect.Signature(params)
+
+
+SprintPool.__init__.__signature__ = _pool_signature()  # type: ignore[attr-defined]

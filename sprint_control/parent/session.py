@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
@@ -22,7 +21,7 @@ from ..errors import SprintChildError, SprintControlError, SprintRemoteError
 from ..wire.protocol import INIT_VERSION, ParentLink
 from ..wire.shm import SharedRegion
 from . import failures
-from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
+from .options import DEFAULTS, POOL_FIELDS, ParentOptions, default_module_path
 from .output import describe_exit
 from .process import KILL_GRACE, ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
 
@@ -36,7 +35,8 @@ class ChildSession:
     ``emulator_command()``), ``minPythonControlVersion`` (checked by the child),
     ``sprintConfigStr`` (extra Sprint arguments, split like a shell), ``sprintControlConfig``
     (extra ``key:value`` pairs for ``--*.pymod-config``), ``usePythonSegmentOrder`` (Sprint takes
-    its segment order from the module). Keyword-only extras (defaults in ``options.DEFAULTS``):
+    its segment order from the module). Keyword-only extras (all of them defined, with their defaults
+    and checks, in ``options.ParentOptions``; ``options=`` passes a whole one):
 
     - ``protocol``: 2 (default) uses the binary protocol when the child offers it, else v1;
       1 forces v1.
@@ -59,51 +59,53 @@ class ChildSession:
 
     def __init__(
         self,
-        sprintExecPath: ExecPath,
+        sprintExecPath: Optional[ExecPath] = None,
         minPythonControlVersion: int = DEFAULTS.min_python_control_version,
         sprintConfigStr: Union[str, Sequence[str]] = "",
         sprintControlConfig: Optional[Mapping[str, Any]] = None,
         usePythonSegmentOrder: bool = True,
         *,
-        protocol: int = DEFAULTS.protocol,
-        timeout: Optional[float] = DEFAULTS.timeout,
-        start_timeout: Optional[float] = DEFAULTS.start_timeout,
-        exit_timeout: float = DEFAULTS.exit_timeout,
-        module_name: str = DEFAULTS.module_name,
-        module_path: Optional[str] = None,
-        name: str = "SprintSubprocessInstance",
-        echo_output: bool = DEFAULTS.echo_output,
-        output_lines: int = DEFAULTS.output_lines,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[str] = None,
+        options: Optional[ParentOptions] = None,
         shared_region: Optional[SharedRegion] = None,
-        reject_non_finite: bool = DEFAULTS.reject_non_finite,
-        max_payload: int = DEFAULTS.max_payload,
         start: bool = True,
+        **extras: Any,
     ):
-        self.requested_protocol = checked_protocol(protocol)
-        self.timeout = checked_seconds("timeout", timeout)
-        self.start_timeout = checked_seconds("start_timeout", start_timeout)
-        self.exit_timeout = checked_seconds("exit_timeout", exit_timeout, allow_none=False)
-        self.max_payload = checked_max_payload(max_payload)
-        self.sprintExecPath = sprintExecPath
-        self._exec_args = exec_args(sprintExecPath)
-        self.minPythonControlVersion = int(minPythonControlVersion)
-        if isinstance(sprintConfigStr, str):
-            self.sprintConfig = shlex.split(sprintConfigStr)
-        else:
-            self.sprintConfig = [str(a) for a in sprintConfigStr]
-        self.sprintControlConfig = dict(sprintControlConfig or {})
-        self.usePythonSegmentOrder = bool(usePythonSegmentOrder)
-        self.module_name = module_name
-        self.module_path = module_path or default_module_path()
-        self.name = name
-        self.echo_output = echo_output
-        self.output_lines = output_lines
-        self.env = dict(env) if env is not None else None
-        self.cwd = cwd
+        """``extras``: the options of ``ParentOptions`` by name (``protocol``, ``timeout``, ...); or
+        ``options``, a whole ``ParentOptions`` (a pool passes its own) in place of all the others."""
+        who = type(self).__name__
+        if options is None:
+            if sprintExecPath is None:
+                raise TypeError(f"{who} needs sprintExecPath: the Sprint program, or emulator_command()")
+            pool_only = sorted(set(extras) & set(POOL_FIELDS))
+            if pool_only:
+                raise TypeError(f"{who} got the pool's option(s) {', '.join(map(repr, pool_only))}")
+            options = ParentOptions.create(
+                who, sprint_exec=sprintExecPath, min_python_control_version=minPythonControlVersion,
+                sprint_args=sprintConfigStr, control_config=sprintControlConfig,
+                use_python_segment_order=usePythonSegmentOrder, **extras)
+        elif sprintExecPath is not None or extras:
+            raise TypeError(f"{who} takes either options= or the options one by one, not both")
+        self.options = options
+        self.requested_protocol = options.protocol
+        self.timeout = options.timeout
+        self.start_timeout = options.start_timeout
+        self.exit_timeout: float = options.exit_timeout
+        self.max_payload = options.max_payload
+        self.sprintExecPath = options.sprint_exec
+        self._exec_args = exec_args(options.sprint_exec)
+        self.minPythonControlVersion = options.min_python_control_version
+        self.sprintConfig = list(options.sprint_args)
+        self.sprintControlConfig = dict(options.control_config or {})
+        self.usePythonSegmentOrder = options.use_python_segment_order
+        self.module_name = options.module_name
+        self.module_path = options.module_path or default_module_path()
+        self.name = options.name
+        self.echo_output = options.echo_output
+        self.output_lines = options.output_lines
+        self.env = dict(options.env) if options.env is not None else None
+        self.cwd = options.cwd
         self.shared_region = shared_region
-        self.reject_non_finite = bool(reject_non_finite)
+        self.reject_non_finite = options.reject_non_finite
 
         self.parent_pid = os.getpid()
         self.protocol: Optional[int] = None
