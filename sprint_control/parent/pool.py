@@ -28,6 +28,7 @@ from .batch import (
     checked_batch,
     merge_automata,
     schedule_longest_first,
+    sent_nbytes,
     tag_names,
 )
 from .instance import SprintSubprocessInstance
@@ -205,10 +206,10 @@ class SprintInstancePool:
                 # one thread's instance until its answer is read: threads never share a child's stream
                 if (inst.out_of_step or not inst.is_calculating) and inst.claim():
                     return self._ready(inst)
-            inst = self._maybe_create_new_instance()
-            if inst is not None:
-                inst.claim()
-            return inst
+            new = self._maybe_create_new_instance()
+            if new is not None:
+                new.claim()
+            return new
 
     def _run_parallel(self, job, jobs: list[list[int]]) -> None:
         """Runs ``job(instance, idxs, batch)`` for every non-empty job: in this thread when there is
@@ -232,7 +233,7 @@ class SprintInstancePool:
         if self.region is None and post.shape[1]:  # refused before anything is sent (or converted)
             b = int(np.argmax(lengths))
             shape = (int(lengths[b]), post.shape[2])
-            check_payload(shape[0] * shape[1] * 4, self.max_payload, names[b], shape)
+            check_payload(sent_nbytes(shape), self.max_payload, names[b], shape)
         # one conversion for the whole batch, never per sequence
         if post.dtype != np.float32 or post.strides[2] != 4:
             post = np.ascontiguousarray(post, dtype=np.float32)
@@ -253,7 +254,8 @@ class SprintInstancePool:
                 seq = post[:t, b]
                 if gather:
                     seq = np.ascontiguousarray(seq)
-                _, value, _ = inst.get_loss_and_error_signal(names[b], seq, out=error_signal[:t, b])
+                # checked above, once for the batch: names, payload limit, finite values
+                _, value, _ = inst._round_trip_checked(names[b], seq, error_signal[:t, b])
                 loss[b] = value
 
         # a sequence without frames has nothing for Sprint to compute (RASR refuses empty segments):
@@ -265,7 +267,7 @@ class SprintInstancePool:
             self._run_parallel(job, jobs)
         self.seconds += time.perf_counter() - started
         self.segments_done += n_batch
-        self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * 4
+        self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * post.itemsize
         return loss, error_signal
 
     def get_automata_for_batch(self, tags: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -304,8 +306,8 @@ class SprintInstancePool:
                     errors.append(exc)
             if self.region is not None:
                 self.region.close()  # arrays handed out keep their pages until they die
-            for exc in errors:  # pragma: no cover
-                logger.error("closing a Sprint child failed: %s", exc)
+            for error in errors:  # pragma: no cover
+                logger.error("closing a Sprint child failed: %s", error)
 
     exit_handler = close
 

@@ -15,10 +15,10 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from ..errors import SprintChildError, SprintControlError, SprintRemoteError
-from ..wire.protocol import INIT_VERSION, ParentLink
+from ..wire.protocol import INIT_VERSION, LOSS_COMMAND, ParentLink
 from ..wire.shm import SharedRegion
 from . import failures
 from .options import DEFAULTS, POOL_FIELDS, ParentOptions, default_module_path
@@ -92,7 +92,7 @@ class ChildSession:
         self.exit_timeout: float = options.exit_timeout
         self.max_payload = options.max_payload
         self.sprintExecPath = options.sprint_exec
-        self._exec_args = exec_args(options.sprint_exec)
+        self._exec_args = exec_args(options.sprint_exec)  # never None: ParentOptions fills in the emulator
         self.minPythonControlVersion = options.min_python_control_version
         self.sprintConfig = list(options.sprint_args)
         self.sprintControlConfig = dict(options.control_config or {})
@@ -109,7 +109,6 @@ class ChildSession:
 
         self.parent_pid = os.getpid()
         self.protocol: Optional[int] = None
-        self.is_calculating = False
         self.bytes_sent = 0
         self.bytes_received = 0
         self.segments_done = 0
@@ -120,8 +119,6 @@ class ChildSession:
         self._out_of_step = False  # an exchange was cut off: what the child will send next is unknown
         self._last_tail = ""  # the output of the last child, kept after it is gone
         self._killed = False  # kill_now() was sent to the running child
-        self._cur_seg_name: Optional[str] = None
-        self._cur_shape: Optional[tuple[int, int]] = None
         self._lock = threading.RLock()
         self._started = False
         if start:
@@ -149,6 +146,13 @@ class ChildSession:
         """True when an exchange was cut off (an exception between a request and its full answer):
         the child is killed and restarted before its next use. Also true after ``kill_now``."""
         return self._out_of_step or self._killed
+
+    @property
+    def is_calculating(self) -> bool:
+        """True while a loss request was sent (or is being sent) and its answer not read: the link's
+        ``pending`` request, the one record of it."""
+        pending = self._link.pending if self._link is not None else None
+        return pending is not None and pending.command == LOSS_COMMAND
 
     @property
     def busy(self) -> bool:
@@ -210,7 +214,6 @@ class ChildSession:
             self._process, self._link = process, link
             self._killed = False
             self.protocol = None
-            self.is_calculating = False
             self._out_of_step = False
             register(self)
 
@@ -233,9 +236,6 @@ class ChildSession:
             return "an exchange with it was interrupted"
         if self._killed:
             return "it was killed when its batch was interrupted"
-        if not self.is_calculating and getattr(self._link, "pending", None) is not None:
-            self._out_of_step = True  # the link waits for an answer nobody will read
-            return "an answer it owes was never read"
         process = self._process
         if process is None:
             if not self._started:
@@ -294,7 +294,6 @@ class ChildSession:
             process.join_output(1.0)
             self._last_tail = process.tail()
         self._process = None
-        self.is_calculating = False
         self._out_of_step = False
         unregister(self)
 
@@ -322,7 +321,6 @@ class ChildSession:
             process.join_output(1.0)
             self._last_tail = process.tail()
             self._process = None
-            self.is_calculating = False
             unregister(self)
             if rc not in (0, None):
                 logger.debug("Sprint child pid %s %s", process.pid, describe_exit(rc))
@@ -343,12 +341,11 @@ class ChildSession:
             )
         return self._link
 
-    def _exchange(self, what: str, waiting_for: str = "", subject: Any = None, *, pending_after: bool = False,
+    def _exchange(self, what: str, waiting_for: str = "", subject: Any = None, *,
                   sending: bool = False, handshake: bool = False, stay_out_of_step: bool = False) -> _Exchange:
         """One step of an exchange (see ``_Exchange``); ``what`` and ``waiting_for`` describe it for
         the error messages, formatted with ``subject`` only when something fails."""
-        return _Exchange(self, what, waiting_for or what, subject, pending_after, sending, handshake,
-                         stay_out_of_step)
+        return _Exchange(self, what, waiting_for or what, subject, sending, handshake, stay_out_of_step)
 
     def __del__(self):  # last resort; close() / atexit are the real paths
         try:
@@ -360,19 +357,18 @@ class ChildSession:
 
 class _Exchange:
     """A context manager around one step of an exchange with the child: the session is out of step
-    from its start until it completes; a failure is translated in one place (``failures.translate``);
-    on success, ``is_calculating`` becomes ``pending_after`` (a class, not a generator: it runs twice
-    per segment)."""
+    from its start until it completes; a failure is translated in one place (``failures.translate``).
+    Whether a request is pending is the link's record alone (``ParentLink.pending``). A class, not a
+    generator: it runs twice per segment."""
 
-    __slots__ = ("session", "what", "waiting_for", "subject", "pending_after", "sending", "handshake", "stay")
+    __slots__ = ("session", "what", "waiting_for", "subject", "sending", "handshake", "stay")
 
-    def __init__(self, session: ChildSession, what: str, waiting_for: str, subject: Any, pending_after: bool,
-                 sending: bool, handshake: bool, stay: bool):
+    def __init__(self, session: ChildSession, what: str, waiting_for: str, subject: Any, sending: bool,
+                 handshake: bool, stay: bool):
         self.session = session
         self.what = what
         self.waiting_for = waiting_for
         self.subject = subject
-        self.pending_after = pending_after
         self.sending = sending
         self.handshake = handshake
         self.stay = stay
@@ -380,17 +376,15 @@ class _Exchange:
     def __enter__(self) -> None:
         self.session._out_of_step = True
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         session = self.session
         if exc_type is None:
-            session.is_calculating = self.pending_after
             session._out_of_step = self.stay
             return False
         if not isinstance(exc, (SprintControlError, EOFError, OSError)):
             return False  # not a failure of the exchange (an interrupt): the session stays out of step
         if isinstance(exc, SprintRemoteError) and not self.handshake:
-            # the child's error answer was read whole: the stream is in step
-            session.is_calculating = False
+            # the child's error answer was read whole: the stream is in step (the link is idle again)
             session._out_of_step = False
         what, waiting_for = (text.format(self.subject) for text in (self.what, self.waiting_for))
         failure = failures.translate(session.process, exc, what, waiting_for, timeout=session.timeout,

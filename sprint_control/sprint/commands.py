@@ -82,10 +82,11 @@ class CommandHandlers:
             return
         # RASR runs the control loop itself: compute the criterion right here via its callback.
         callback = self.loop.callback
+        assert callback is not None  # the loop runs, with RASR's callback
         orthography = rasr.orthography_of(callback, seg_name)
         loss, error_signal, skipped = self.criterion(callback, seg_name, orthography, posteriors)
         reply.loss(loss, error_signal, skipped)
 
     def fsa(self, reply: Reply, seg_name) -> None:
         callback = self.rasr_callback() or self.loop.rasr_callback
-        reply.fsa(*rasr.export_fsa(callback, as_str(seg_name, "segment name")))
+        reply.fsa(*rasr.export_fsa(callback, str(as_str(seg_name, "segment name"))))

@@ -56,7 +56,7 @@ DTYPE_INT32 = 4
 DTYPE_UINT8 = 5
 DTYPE_UINT64 = 6  # shared-memory descriptors
 DTYPE_MAX = DTYPE_UINT64
-DTYPE_CODES = {
+DTYPE_CODES: dict[int, np.dtype] = {
     DTYPE_FLOAT32: np.dtype("<f4"),
     DTYPE_UINT32: np.dtype("<u4"),
     DTYPE_FLOAT64: np.dtype("<f8"),

@@ -155,6 +155,7 @@ class LinkBase:
         return size
 
     def _wait_readable(self) -> None:
+        assert self.timeout is not None
         poller = select.poll()
         poller.register(self.read_fd, select.POLLIN)
         if not poller.poll(int(self.timeout * 1000) + 1):

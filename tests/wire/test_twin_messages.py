@@ -29,6 +29,17 @@ def _read(impl, data: bytes, **kwargs):
         os.close(r)
 
 
+def _answer(impl, data: bytes, out=None):
+    """``impl.read_answer`` (into a (3, 4) float32 ``out``) on a pipe that holds ``data`` and then ends."""
+    r, wfd = os.pipe()
+    os.write(wfd, data)
+    os.close(wfd)
+    try:
+        return impl.read_answer(r, np.empty((3, 4), np.float32) if out is None else out, LOSS, 0, timeout=2.0)
+    finally:
+        os.close(r)
+
+
 def _write(impl, array):
     fd = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -79,6 +90,14 @@ CASES = {
     "read: out for a frame without an array": lambda m: _read(m, _frame(m, "ab", None),
                                                               out=np.empty((3, 4), np.float32)),
     "read: out not an array, for a frame without an array": lambda m: _read(m, _frame(m, "ab", None), out=[1.0]),
+    "answer: end inside the name": lambda m: _answer(m, _frame(m, "abcdef", ROWS)[:w.HEADER_SIZE + 3]),
+    "answer: end inside the payload": lambda m: _answer(m, _frame(m, "ab", ROWS)[:-5]),
+    "answer: end before a frame": lambda m: _answer(m, b""),
+    "answer: out read-only": lambda m: _answer(m, _frame(m, "ab", ROWS), out=_read_only((3, 4))),
+    "answer: a name that is not UTF-8": lambda m: _answer(m, _framing_py.encode_frame(LOSS, "ab", ROWS)
+                                                          .replace(b"ab", b"\xff\xfe", 1)),
+    "read: a name that is not UTF-8": lambda m: _read(m, _framing_py.encode_frame(LOSS, "ab", ROWS)
+                                                      .replace(b"ab", b"\xff\xfe", 1)),
     "read: payload over the caller's limit": lambda m: _read(m, _frame(m, "ab", ROWS), max_payload=8),
     "read: name over the caller's limit": lambda m: _read(m, _frame(m, "abcdef", ROWS), max_name=3),
 }
@@ -86,6 +105,7 @@ CASES = {
 
 for _i, (_raw, _) in enumerate(BAD_HEADERS):
     CASES[f"read: malformed header {_i}"] = (lambda raw: lambda m: _read(m, raw + bytes(64)))(_raw)
+    CASES[f"answer: malformed header {_i}"] = (lambda raw: lambda m: _answer(m, raw + bytes(64)))(_raw)
 
 
 def _failure(impl, call) -> tuple[str, str]:
