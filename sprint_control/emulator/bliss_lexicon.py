@@ -19,7 +19,7 @@ CTC uses the first pronunciation of each word: label k - 1 for phoneme k, blank 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class BlissLexicon:
                 self.special[lemma.special] = lemma
         sil = self.special.get("silence")
         self.silence_phonemes = {p for pron, _ in sil.pronunciations for p in pron} if sil else set()
-        self.phoneme_index = {}  # non-silence phoneme -> k (1-based, inventory order)
+        self.phoneme_index: dict[str, int] = {}  # non-silence phoneme -> k (1-based, inventory order)
         for p in self.phonemes:
             if p not in self.silence_phonemes:
                 self.phoneme_index[p] = len(self.phoneme_index) + 1
@@ -216,7 +216,7 @@ class BlissLexicon:
             return g, [s]
         optional_silence()
         for lemma in lemmas:
-            ends = []
+            ends: list[Any] = []
             for phonemes, score in lemma.pronunciations:
                 prev = None
                 for ph in phonemes:

@@ -25,7 +25,7 @@ import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class Corpus:
         self.name = name
         self.segments = list(segments)
         self.feature_dim = int(feature_dim)
-        self._by_name = {}
+        self._by_name: dict[str, Segment] = {}
         for seg in self.segments:
             if seg.name in self._by_name:
                 raise ValueError(f"corpus {name!r}: duplicate segment name {seg.name!r}")
@@ -156,7 +156,7 @@ def synthetic_corpus(
             units = [lab for lab, opt in zip(labels, optional) if not opt]
         if not units or len(units) > T:
             raise ValueError(f"cannot fit orthography {orth!r} into {T} frames")
-        cuts = np.sort(rng.choice(np.arange(1, T), size=len(units) - 1, replace=False)) if len(units) > 1 else []
+        cuts: Any = np.sort(rng.choice(np.arange(1, T), size=len(units) - 1, replace=False)) if len(units) > 1 else []
         durations = np.diff(np.r_[0, cuts, T]).astype(int)
         alignment = np.repeat(np.array(units, dtype=np.uint32), durations)
         feats = _features(alignment, T, emb, rng, noise)

@@ -43,4 +43,8 @@ __all__ = [
     "default_module_path",
     "DEFAULT_MODULE_NAME",
     "MalformedAnswerError",
+    "DEFAULTS",
+    "ParentOptions",
+    "merge_automata",
+    "schedule_longest_first",
 ]

@@ -59,7 +59,8 @@ class BatchResult:
     @property
     def skipped(self) -> np.ndarray:
         """Boolean mask (batch,) of the segments Sprint discarded."""
-        return np.isinf(self.loss)
+        mask: np.ndarray = np.isinf(self.loss)
+        return mask
 
     def __iter__(self):  # allows ``loss, error_signal = pool.compute(...)``
         return iter((self.loss, self.error_signal))

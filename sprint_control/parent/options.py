@@ -62,7 +62,7 @@ class ParentOptions:
 
     # -- the child: what is started and how it is configured
     #: the Sprint program, a path or a command list (None: the bundled emulator, ``emulator_command()``)
-    sprint_exec: Optional[Any] = None
+    sprint_exec: Any = None
     #: extra Sprint arguments, a string split like a shell or a sequence
     sprint_args: Union[str, Sequence[str]] = ""
     #: extra ``key:value`` pairs for ``--*.pymod-config`` (not the parent's own, ``RESERVED_CONFIG_KEYS``)

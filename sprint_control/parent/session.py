@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Optional, Union
 
 from ..errors import SprintChildError, SprintControlError, SprintRemoteError
-from ..wire.protocol import INIT_VERSION, LOSS_COMMAND, ParentLink
+from ..wire.child_link import LOSS_COMMAND
+from ..wire.protocol import INIT_VERSION, ParentLink
 from ..wire.shm import SharedRegion
 from . import failures
 from .options import DEFAULTS, POOL_FIELDS, ParentOptions, default_module_path
@@ -92,7 +93,7 @@ class ChildSession:
         self.exit_timeout: float = options.exit_timeout
         self.max_payload = options.max_payload
         self.sprintExecPath = options.sprint_exec
-        self._exec_args = exec_args(options.sprint_exec)  # never None: ParentOptions fills in the emulator
+        self._exec_args = exec_args(options.sprint_exec)
         self.minPythonControlVersion = options.min_python_control_version
         self.sprintConfig = list(options.sprint_args)
         self.sprintControlConfig = dict(options.control_config or {})

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -101,6 +101,15 @@ class _Peer:
 
     transport: str
     region: Optional[SharedRegion] = None
+
+    def send(self, posteriors: np.ndarray, seg_name: str = "", out: Optional[np.ndarray] = None) -> None:
+        raise NotImplementedError
+
+    def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def _release_region(self) -> None:
         self._staged = _Staged(None)
@@ -177,13 +186,14 @@ class PipePeer(_Peer):
             shape = tuple(posteriors.shape) + (0,) * (w.MAX_NDIM - posteriors.ndim)
             head = w.HEADER_STRUCT.pack(w.MAGIC, w.VERSION, w.MSG_LOSS_REQUEST, 1, posteriors.ndim, 0,
                                         len(name_b), posteriors.nbytes, 0.0, 0, *shape)
-            bufs = [head, name_b + bytes(pad)]
+            bufs: list[Any] = [head, name_b + bytes(pad)]
             if posteriors.flags.c_contiguous:
                 bufs.append(posteriors)
             else:
                 bufs.extend(posteriors)  # rows of a strided slice, as v2 does
             write_all(self.write_fd, bufs)
         else:  # "v1" writes as RETURNN does: the link was made with returnn_style
+            assert self.link is not None
             self.link.send_loss_request(seg_name, posteriors, out=out)
 
     def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
@@ -200,6 +210,7 @@ class PipePeer(_Peer):
             bufs = [self._bare_skip] + ([out] if out.flags.c_contiguous else list(out))
             read_all(self.read_fd, bufs)
             return float(shape[0]), out
+        assert self.link is not None
         return self.link.recv_loss_result(shape, out=out)
 
     def close(self) -> None:
@@ -303,6 +314,7 @@ class _Staged:
 
     def get(self, posteriors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.source is not posteriors:
+            assert self.region is not None
             staged = self.region.empty(posteriors.shape)
             np.copyto(staged, posteriors)
             self.arrays = (staged, self.region.empty(posteriors.shape))
@@ -427,10 +439,11 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
             nbytes = post.nbytes
             n = repeats if repeats is not None else _repeats_for(nbytes, budget)
             expected = expected_error_signal(post) if check else None
-            answers = {}
+            answers: dict[str, np.ndarray] = {}
             for t in transports:  # warm-up: first-touch costs of the pipes and the child's buffers
                 _, answers[t] = current[t].roundtrip(post)
-                if check and not isinstance(current[t], EmulatorPeer) and not np.array_equal(answers[t], expected):
+                if (check and not isinstance(current[t], EmulatorPeer)
+                        and not np.array_equal(answers[t], expected)):  # type: ignore[arg-type]
                     raise AssertionError(f"{t}: wrong error signal at size {(time_, labels)}")
             if check and child == "emulator" and "v2" in answers and "v1" in answers:
                 if not np.array_equal(answers["v2"], answers["v1"]):
@@ -447,7 +460,8 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
                     for _ in range(block):
                         peer.roundtrip(post)
                     times[t].append((time.perf_counter() - t0) / block)
-            row = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n, "block": block}
+            row: dict[str, Any] = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n,
+                                   "block": block}
             for t in transports:
                 med = statistics.median(times[t])
                 row[t] = {"seconds": med, "segments_per_s": 1.0 / med, "gb_per_s": 2 * nbytes / med / 1e9}

@@ -74,7 +74,8 @@ def _sendable(array) -> tuple[np.ndarray, int, list]:
     return arr, code, [arr.data.cast("B")]
 
 
-def _pack_header(msg_type, name_b, arr, code, value, seq, flags) -> bytes:
+def _pack_header(msg_type: int, name_b: bytes, arr: Optional[np.ndarray], code: int, value: float, seq: int,
+                 flags: int) -> bytes:
     if arr is None:
         shape = (0, 0, 0)
         ndim = 0

@@ -149,6 +149,7 @@ class LinkBase:
     def _recv_v1_length(self) -> int:
         if self.timeout is not None:
             self._wait_readable()
+        size: int
         (size,) = LENGTH.unpack(read_exact(self.read_fd, 4, "v1 length prefix"))
         if size <= 0:
             raise ProtocolError(f"v1 length prefix {size} is not positive")

@@ -60,7 +60,7 @@ def array_from_bytes(data, dtype, shape) -> np.ndarray:
 
 def _checked_dtype(*args, **kwargs) -> np.dtype:
     try:
-        dt = np.dtype(*args, **kwargs)
+        dt: np.dtype = np.dtype(*args, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"bad dtype in a v1 message: {exc}") from None
     if dt.hasobject or dt.kind not in "biufc":
