@@ -59,4 +59,5 @@ __all__ = [
     "SprintTimeoutError",
     "TruncatedFrameError",
     "__version__",
+    *_LAZY,  # loaded on first use, see __getattr__
 ]

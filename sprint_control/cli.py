@@ -26,14 +26,14 @@ logger = logging.getLogger("sprint_control.cli")
 
 def _bench(rest: list[str]) -> int:
     try:
-        from .tools import bench
+        from .tools import bench_cli
     except ImportError as exc:
-        if getattr(exc, "name", None) not in ("sprint_control.tools.bench", None):
+        if getattr(exc, "name", None) not in ("sprint_control.tools.bench_cli", "sprint_control.tools.bench", None):
             raise
         print("sprint-control bench: the benchmark module sprint_control.tools.bench is not available"
               f" in this installation ({exc})", file=sys.stderr)
         return 2
-    rc = bench.main(rest)
+    rc = bench_cli.main(rest)
     return int(rc or 0)
 
 

@@ -323,8 +323,6 @@ class PythonControl:
         self.sprint_unit: Optional[str] = None
         self.sprint_callback: Optional[Callable] = None
         self.sprint_version_number: Optional[int] = None
-        #: the callback of the running control loop: RASR's, or ``own_threaded_callback``
-        self.callback: Optional[Callable] = None
         self.posteriors_in_log_space = True
         self.sprint_knows_log_space = True
         self.input_dim: Optional[int] = None
@@ -332,10 +330,16 @@ class PythonControl:
         self.segments = SegmentHandoff()
         self.link = ChildLink(self.p2c_fd, self.c2p_fd)
         self._write_lock = threading.Lock()
-        self.handlers = CommandHandlers(self)
+        self.loop = ControlLoop(self.segments, self.own_threaded_callback, self.handle_next,
+                                lambda exc, text: self.server.send_error(exc, text),
+                                lambda: self.server.failure)
+        # the criterion is looked up on each call, so that a subclass's or a test's stand-in is used
+        self.handlers = CommandHandlers(self.segments, self.loop, lambda *a: self._criterion_via_sprint_callback(*a),
+                                        lambda: self.sprint_callback, lambda: {
+                                            "sprint_version_number": self.sprint_version_number,
+                                            "sprint_unit": self.sprint_unit})
         self.server = CommandServer(self.link, self.handlers.table(), name="sprint_control",
                                     capabilities=self.handlers.capabilities, write_lock=self._write_lock, log=_log)
-        self.loop = ControlLoop(self)
         guard_parent()
         self.__class__.instance = self
         _log(f"PythonControl: c2p_fd={self.c2p_fd}, p2c_fd={self.p2c_fd}")
@@ -345,6 +349,11 @@ class PythonControl:
     def cond(self) -> threading.Condition:
         """The condition that guards the segments and the loop's state."""
         return self.segments.cond
+
+    @property
+    def callback(self) -> Optional[Callable]:
+        """The callback of the running control loop: RASR's, or ``own_threaded_callback``."""
+        return self.loop.callback
 
     @property
     def loss_and_error_signal_via_sprint_callback(self) -> bool:
@@ -489,6 +498,8 @@ class PythonControl:
         RASR calls it with its own callback (``--*.python-control-loop-type=python-control-loop``);
         ``run_threaded_control_loop`` calls it in a thread with ``own_threaded_callback``.
         """
+        if callback != self.own_threaded_callback and self.sprint_callback is None:
+            self.sprint_callback = callback
         self.loop.run(callback)
 
     def exit(self, **kwargs):

@@ -9,6 +9,7 @@ __all__ = [
     "SprintChildError",
     "SprintRemoteError",
     "SprintTimeoutError",
+    "MalformedAnswerError",
 ]
 
 
@@ -63,3 +64,9 @@ class SprintRemoteError(SprintControlError):
 
 class SprintTimeoutError(SprintControlError, TimeoutError):
     """No answer arrived from the child within the configured timeout."""
+
+
+class MalformedAnswerError(ProtocolError, SprintChildError):
+    """The child's answer was malformed or did not belong to the request (another segment or
+    sequence number): a ProtocolError, never a wrong loss. The child was stopped (the stream is out
+    of step), so it is a SprintChildError too, with ``returncode`` and ``stderr_tail``."""

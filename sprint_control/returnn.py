@@ -117,7 +117,7 @@ class ReturnnInstancePool(SprintInstancePool):
     (see ``child_options``). One pool per distinct options, as in RETURNN."""
 
     class_lock = threading.RLock()
-    global_instances: dict[Any, ReturnnInstancePool] = {}
+    global_instances: dict[Any, ReturnnInstancePool] = {}  # type: ignore[assignment]  # a registry of its own
     #: set by ``install``: whether the children load this package's module instead of RETURNN's
     rewrite_child = True
 

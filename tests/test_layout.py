@@ -207,7 +207,8 @@ ALLOWED_IMPORTS = {
     "wire": {"base", "wire"},
     "fsa": {"base", "fsa"},  # the full-sum kernel: below the emulator's criteria and the torch bridge
     "emulator": {"base", "fsa", "emulator"},  # stands alone: it loads the Sprint-side module by name, as RASR does
-    "sprint": {"base", "wire", "sprint"},
+    "sprint": {"base", "wire", "sprint"},  # the Sprint side's collaborators: below the module RASR loads
+    "control": {"base", "wire", "sprint", "control"},  # the module RASR loads, a facade over sprint/
     "parent": {"base", "wire", "parent"},
     "torch": {"base", "wire", "parent", "fsa", "emulator", "torch"},
     # the switch for RETURNN users: a pool under RETURNN's name; for RETURNN's PyTorch engine (returnn_torch) also
@@ -227,13 +228,11 @@ def layer_of(module: str) -> str:
         return "base"  # the root, the errors and private helpers such as _env
     if head in ("framing", "protocol", "shm"):
         return "compat"
-    if head in ("control", "sprint"):
-        return "sprint"
     if head in ("cli", "__main__"):
         return "cli"
     if head == "returnn_torch":
         return "returnn"
-    if head in ("wire", "fsa", "emulator", "parent", "torch", "returnn", "ray", "tools"):
+    if head in ("wire", "fsa", "emulator", "control", "sprint", "parent", "torch", "returnn", "ray", "tools"):
         return head
     raise AssertionError(f"{module}: no layer known for it; add it to test_layout.layer_of")
 
@@ -244,7 +243,8 @@ def _is_module(name: str) -> bool:
 
 
 def package_imports(path: str) -> set:
-    """The sprint_control modules ``path`` imports (anywhere in it, also inside functions)."""
+    """The sprint_control modules ``path`` imports (anywhere in it: also inside functions and under
+    ``if TYPE_CHECKING``; a package's ``__init__`` that Python runs on the way is not counted)."""
     rel = os.path.relpath(path, ROOT)[: -len(".py")].replace(os.sep, ".")
     package = rel.rsplit(".", 1)[0] if not rel.endswith("__init__") else rel[: -len(".__init__")]
     with open(path, encoding="utf-8") as f:
@@ -277,3 +277,87 @@ def test_the_layers_import_one_way():
             if layer_of(imported) not in ALLOWED_IMPORTS[layer]:
                 wrong.append(f"{module} ({layer}) imports {imported} ({layer_of(imported)})")
     assert wrong == []
+
+
+def _module_name(path: str) -> str:
+    return os.path.relpath(path, ROOT)[: -len(".py")].replace(os.sep, ".").removesuffix(".__init__")
+
+
+def import_graph() -> dict:
+    """module -> the package's modules it imports (every import, see ``package_imports``)."""
+    graph = {_module_name(p): package_imports(p) for p in _python_modules()}
+    return {m: {i for i in imported if i in graph and i != m} for m, imported in graph.items()}
+
+
+def import_circles(graph: dict) -> list:
+    """The groups of modules that import each other, directly or through others (the strongly connected
+    components of more than one module, Tarjan's algorithm), each sorted, the list sorted."""
+    index: dict = {}
+    low: dict = {}
+    stack: list = []
+    on_stack: set = set()
+    circles = []
+
+    def visit(root: str) -> None:  # iterative: deep chains must not hit the recursion limit
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    circles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(circles)
+
+
+def test_the_circle_finder_finds_circles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a", "e"}, "e": {"d"}, "f": {"a"}, "g": set()}
+    assert import_circles(graph) == [["a", "b", "c"], ["d", "e"]]
+    assert import_circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_import_graph_sees_imports_in_functions_and_type_checking_blocks():
+    graph = import_graph()
+    assert "sprint_control.fsa" in graph["sprint_control.emulator.criteria"]  # ``from .. import fsa``
+    assert "sprint_control.sprint.segments" in graph["sprint_control.sprint.loop"]  # under ``if TYPE_CHECKING`` only
+    assert "sprint_control.ray" in graph["sprint_control.tools.bench_ray"]  # inside a function only
+
+
+def test_no_import_circle_in_the_package():
+    assert import_circles(import_graph()) == []
+
+
+def test_moved_names_stay_importable_where_they_were():
+    from sprint_control import errors, parent
+    from sprint_control.parent import failures
+
+    assert parent.MalformedAnswerError is failures.MalformedAnswerError is errors.MalformedAnswerError
+
+
+def test_the_package_s_all_lists_the_lazy_names():
+    assert set(sprint_control._LAZY) <= set(sprint_control.__all__)

@@ -511,26 +511,3 @@ def whitelist(path: str) -> Optional[set]:
         return None
     log.info("Use a segment whitelist with %d entries, keep only listed segments.", len(set(names)))
     return set(names)
-
-
-def select_segments(corpus, path: str):
-    """The corpus restricted to the segments listed in ``path`` (full or short names), in corpus
-    order (as RASR's segment whitelist); listed names the corpus lacks are logged and ignored. For a
-    corpus already in memory: ``corpus.load_corpus(segments_file=...)`` applies the list while
-    reading, before any per-segment work."""
-    from .corpus import Corpus
-
-    keep = whitelist(path)
-    if keep is None:
-        return corpus
-    _report_missing(path, keep, corpus)
-    return Corpus(corpus.name, [s for s in corpus.segments if s.name in keep or s.name.rsplit("/", 1)[-1] in keep],
-                  corpus.feature_dim)
-
-
-def _report_missing(path: str, keep: set, corpus) -> None:
-    short = {s.name.rsplit("/", 1)[-1] for s in corpus.segments}
-    missing = sorted(n for n in keep if n not in corpus and n not in short)
-    if missing:
-        log.warning("%s: %d listed segments are not in corpus %r (first: %r); ignored", path, len(missing),
-                    corpus.name, missing[0])

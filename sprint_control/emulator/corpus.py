@@ -24,11 +24,11 @@ import json
 import logging
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from .bliss import FRAME_SHIFT, MAX_SEGMENT_FRAMES, _report_missing, is_bliss_file, read_bliss_corpus, whitelist
+from .bliss import FRAME_SHIFT, MAX_SEGMENT_FRAMES, is_bliss_file, read_bliss_corpus, whitelist
 from .lexicon import Lexicon
 from .textfile import read_utf8
 
@@ -188,7 +188,7 @@ def synthetic_corpus(
             units = [lab for lab, opt in zip(labels, optional) if not opt]
         if not units or len(units) > T:
             raise ValueError(f"cannot fit orthography {orth!r} into {T} frames")
-        cuts = np.sort(rng.choice(np.arange(1, T), size=len(units) - 1, replace=False)) if len(units) > 1 else []
+        cuts: Any = np.sort(rng.choice(np.arange(1, T), size=len(units) - 1, replace=False)) if len(units) > 1 else []
         durations = np.diff(np.r_[0, cuts, T]).astype(int)
         alignment = np.repeat(np.array(units, dtype=np.uint32), durations)
         feats = _features(alignment, T, emb, rng, noise)
@@ -344,3 +344,24 @@ def _read_text_or_json(path: str, name: Optional[str]) -> tuple[Optional[str], l
 
 def empty_corpus(name: str = "corpus", feature_dim: int = DEFAULT_FEATURE_DIM) -> Corpus:
     return Corpus(name, [], feature_dim)
+
+
+def select_segments(corpus: Corpus, path: str) -> Corpus:
+    """The corpus restricted to the segments listed in ``path`` (full or short names), in corpus
+    order (as RASR's segment whitelist); listed names the corpus lacks are logged and ignored. For a
+    corpus already in memory: ``corpus.load_corpus(segments_file=...)`` applies the list while
+    reading, before any per-segment work."""
+    keep = whitelist(path)
+    if keep is None:
+        return corpus
+    _report_missing(path, keep, corpus)
+    return Corpus(corpus.name, [s for s in corpus.segments if s.name in keep or s.name.rsplit("/", 1)[-1] in keep],
+                  corpus.feature_dim)
+
+
+def _report_missing(path: str, keep: set, corpus) -> None:
+    short = {s.name.rsplit("/", 1)[-1] for s in corpus.segments}
+    missing = sorted(n for n in keep if n not in corpus and n not in short)
+    if missing:
+        log.warning("%s: %d listed segments are not in corpus %r (first: %r); ignored", path, len(missing),
+                    corpus.name, missing[0])

@@ -200,18 +200,20 @@ def compute_criterion(
         loss = -float(np.sum(lp32[rows, align], dtype=np.float64))
         err[rows, align] -= 1.0
         return loss, err
-    loss, tgt, cols = _targets(criterion, lp, orthography, alignment, lexicon, exporter)
-    if loss is None:
+    total, tgt, cols = _targets(criterion, lp, orthography, alignment, lexicon, exporter)
+    if total is None:
         return None, None
     if criterion == "none":
         return 0.0, np.zeros(lp.shape, dtype=np.float32)
     if criterion in ("squared-error", "binary-divergence"):
         y = np.exp(lp.astype(np.float64))
-        return float(loss), error_signal_after_softmax(criterion, y, tgt).astype(np.float32)
+        assert tgt is not None  # a loss comes with its targets
+        return float(total), error_signal_after_softmax(criterion, y, tgt).astype(np.float32)
     # posteriors - targets; float32 input is exponentiated in float32 (fast) and only the columns with
     # targets are computed in float64, so (1000, 9001) matrices cost little beyond one exp.
+    assert tgt is not None  # a loss comes with its targets
     if cols is None:
-        return float(loss), (np.exp(lp.astype(np.float64)) - tgt).astype(np.float32)
+        return float(total), (np.exp(lp.astype(np.float64)) - tgt).astype(np.float32)
     err = np.exp(lp).astype(np.float32, copy=False)
     err[:, cols] = np.exp(lp[:, cols].astype(np.float64)) - tgt[:, cols]
-    return float(loss), err
+    return float(total), err

@@ -27,10 +27,9 @@ from . import criteria
 from .alignments import load_alignments
 from .args import VERSION_NUMBER, Config
 from .automaton import exporter_config
-from .bliss import select_segments
 from .bliss_lexicon import BlissLexicon
 from .callback import Callback, EmulatorFatalError, make_capsule
-from .corpus import Corpus, empty_corpus, load_corpus, synthetic_corpus
+from .corpus import Corpus, empty_corpus, load_corpus, select_segments, synthetic_corpus
 from .lexicon import Lexicon, make_alphabet
 
 log = logging.getLogger("sprint_control.emulator")

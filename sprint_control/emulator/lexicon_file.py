@@ -225,11 +225,11 @@ class _Reader:
         elif tag == "variation":
             self.parser.CharacterDataHandler = None
             if self.in_phoneme:
-                text = "".join(self.text).strip()
-                if text not in ("none", "context"):
+                value = "".join(self.text).strip()
+                if value not in ("none", "context"):
                     raise BlissError(f"{self.path}:{self.parser.CurrentLineNumber}: variation must be one of "
-                                     f"\"none\" or \"context\", \"{text}\" given")
-                self.variation = text == "context"
+                                     f"\"none\" or \"context\", \"{value}\" given")
+                self.variation = value == "context"
         elif tag == "phoneme":
             self.in_phoneme = False
             self._end_phoneme()
@@ -384,7 +384,7 @@ def save_cache(data: LexiconData, target: str, digest: str, size: int) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".lexicon-", suffix=".tmp", dir=os.path.dirname(target))
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -47,10 +47,10 @@ class LabelNgram:
     _log_end: dict
 
     def cost(self, history: tuple, unit: int) -> float:
-        return -self._log_p[history][unit]
+        return -float(self._log_p[history][unit])
 
     def end_cost(self, history: tuple) -> float:
-        return -self._log_end[history]
+        return -float(self._log_end[history])
 
     def next_state(self, history: tuple, unit: int) -> tuple:
         return _kept((history + (unit,))[-(self.order - 1):] if self.order > 1 else (), set(self.histories))
@@ -93,7 +93,7 @@ def label_ngram(sequences: Sequence[Sequence[int]], num_units: int, *, order: in
 
     def prob(h: tuple) -> np.ndarray:
         if h in prob_cache:
-            return prob_cache[h]
+            return np.asarray(prob_cache[h])
         if h == ():
             lower = np.full(num_units + 1, 1.0 / (num_units + 1))
         else:
@@ -101,7 +101,7 @@ def label_ngram(sequences: Sequence[Sequence[int]], num_units: int, *, order: in
         c = np.array([counts.get((h, u), 0) for u in range(num_units + 1)], dtype=np.float64)
         p = (c + lower) / (c.sum() + 1.0)
         prob_cache[h] = p
-        return p
+        return np.asarray(p)
 
     for h in kept:
         p = prob(h)
@@ -156,7 +156,7 @@ def denominator_graph(ngram: LabelNgram, *, topology: str = "ctc", blank: Option
         if key not in index:
             index[key] = len(index)
             todo.append(key)
-        return index[key]
+        return int(index[key])
 
     def unit_states(u: int) -> list:
         if topology == "ctc":
@@ -218,13 +218,13 @@ def _initial(num_states: int, edges: np.ndarray, weights: np.ndarray, frames: in
     x[0] = 1.0
     total = np.zeros(num_states)
     for _ in range(frames):
-        x = np.bincount(dst, weights=x[src] * p, minlength=num_states)
+        x = np.bincount(dst, weights=x[src] * p, minlength=num_states).astype(np.float64)
         s = x.sum()
         if s > 0:
             x /= s
         total += x
     total += 1e-6
-    return total / total.sum()
+    return np.asarray(total / total.sum())
 
 
 def units_from_alignment(alignment: Sequence[int], *, topology: str = "ctc", blank: Optional[int] = None,

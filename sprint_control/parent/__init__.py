@@ -22,21 +22,16 @@ builder with librasr's API, no child).
 
 from __future__ import annotations
 
-# The former single module's names stay importable from here (public ones in __all__; the others
-# are what tests and tools import).
+from ..errors import MalformedAnswerError
+
+# The former single module's public names stay importable from here (the main ones in __all__).
 from .batch import Automata, BatchResult, SegmentResult, merge_automata, schedule_longest_first  # noqa: F401
-from .batch import check_finite as _check_finite  # noqa: F401
-from .batch import check_real_dtype as _check_real_dtype  # noqa: F401
-from .batch import tag_names as _tag_names  # noqa: F401
 from .builder_source import BuilderAutomata
-from .failures import REMOTE_ERROR_GRACE, MalformedAnswerError  # noqa: F401
+from .failures import REMOTE_ERROR_GRACE  # noqa: F401
 from .instance import SprintSubprocessInstance
 from .options import DEFAULT_MODULE_NAME, DEFAULTS, ParentOptions, default_module_path, emulator_command  # noqa: F401
-from .output import OutputDrain as _OutputDrain  # noqa: F401
 from .output import child_logger  # noqa: F401
-from .output import describe_exit as _describe_exit  # noqa: F401
-from .output import last_words as _last_words  # noqa: F401
-from .pool import SprintInstancePool, SprintPool, _hashable  # noqa: F401
+from .pool import SprintInstancePool, SprintPool
 from .process import PARENT_PID_ENV, PDEATHSIG_ENV, ExecPath, logger  # noqa: F401
 
 __all__ = [
@@ -51,4 +46,8 @@ __all__ = [
     "default_module_path",
     "DEFAULT_MODULE_NAME",
     "MalformedAnswerError",
+    "DEFAULTS",
+    "ParentOptions",
+    "merge_automata",
+    "schedule_longest_first",
 ]

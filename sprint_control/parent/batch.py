@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -59,7 +59,8 @@ class BatchResult:
     @property
     def skipped(self) -> np.ndarray:
         """Boolean mask (batch,) of the segments Sprint discarded."""
-        return np.isinf(self.loss)
+        mask: np.ndarray = np.isinf(self.loss)
+        return mask
 
     def __iter__(self):  # allows ``loss, error_signal = pool.compute(...)``
         return iter((self.loss, self.error_signal))
@@ -152,9 +153,11 @@ def check_finite(post: np.ndarray, seg_name: str) -> None:
 
 
 def check_names(names: Sequence[str], limit: int = DEFAULT_MAX_NAME) -> None:
-    """Segment names the wire cannot carry (over ``limit`` bytes of UTF-8, on either protocol) are
-    refused before anything is sent."""
+    """Segment names the wire cannot carry (empty, or over ``limit`` bytes of UTF-8, on either
+    protocol) are refused before anything is sent."""
     for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"seg_name must be a non-empty segment name, got {name!r:.100}")
         check_name(name, limit)
 
 
@@ -178,6 +181,15 @@ def check_finite_batch(post: np.ndarray, lengths: np.ndarray, names: Sequence[st
         check_finite(post[: int(lengths[b]), b], names[b])
 
 
+#: what a segment's posteriors and error signal travel as
+SENT_DTYPE = np.dtype(np.float32)
+
+
+def sent_nbytes(shape: tuple[int, ...]) -> int:
+    """The bytes of a matrix of ``shape`` as it is sent (``SENT_DTYPE``, whatever the caller's dtype)."""
+    return int(np.prod(shape, dtype=np.int64)) * SENT_DTYPE.itemsize
+
+
 def check_payload(nbytes: int, max_payload: int, seg_name: str, shape: tuple[int, ...]) -> None:
     """A segment the child cannot take is refused here, before anything is written."""
     check_payload_limit(
@@ -187,7 +199,7 @@ def check_payload(nbytes: int, max_payload: int, seg_name: str, shape: tuple[int
     )
 
 
-def schedule_longest_first(seq_lengths: Sequence[int], num_instances: int) -> list[list[int]]:
+def schedule_longest_first(seq_lengths: Union[Sequence[int], np.ndarray], num_instances: int) -> list[list[int]]:
     """Greedy split of a batch: longest sequence first, each to the least-loaded instance."""
     order = sorted(range(len(seq_lengths)), key=lambda b: (-int(seq_lengths[b]), b))
     jobs: list[list[int]] = [[] for _ in range(num_instances)]

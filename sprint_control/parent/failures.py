@@ -1,125 +1,140 @@
 """The one place where a failed exchange with a child becomes an error of the hierarchy in
-``sprint_control.errors`` (and the child is stopped, reaped or restarted as the failure requires).
+``sprint_control.errors``, together with what must happen to the child (nothing, kill it, or kill
+it and start a new one).
 
-``translate`` is called by the instance for every step of every exchange (handshake, request,
+``translate`` is called by the session for every step of every exchange (handshake, request,
 answer, automaton, other commands), so each failure reads and behaves the same whatever was asked.
+It only looks at the child (its exit status, its output); the session applies the action and then
+asks the failure for its error, so the message can say how the action went.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Optional
+import enum
+from dataclasses import dataclass
+from typing import Callable, Optional
 
-from ..errors import ProtocolError, SprintChildError, SprintControlError, SprintRemoteError, SprintTimeoutError
+from ..errors import MalformedAnswerError, ProtocolError, SprintChildError, SprintRemoteError, SprintTimeoutError
 from .output import child_cause, describe_exit, last_words
+from .process import ChildProcess
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .instance import SprintSubprocessInstance
-
-logger = logging.getLogger("sprint_control.parent")
-
-class MalformedAnswerError(ProtocolError, SprintChildError):
-    """The child's answer was malformed or did not belong to the request (another segment or
-    sequence number): a ProtocolError, never a wrong loss. The child was stopped (the stream is out
-    of step), so it is a SprintChildError too, with ``returncode`` and ``stderr_tail``."""
-
+__all__ = ["Action", "After", "Failure", "translate", "MalformedAnswerError", "REMOTE_ERROR_GRACE"]
 
 #: Seconds to wait after a child reported a failure, in case it ends on it (see ``_after_remote_error``).
 REMOTE_ERROR_GRACE = 0.2
 
 
-def translate(inst: SprintSubprocessInstance, exc: BaseException, what: str, waiting_for: str, *,
-              handshake: bool = False, sending: bool = False) -> Optional[BaseException]:
-    """The error to raise for ``exc``, raised ``what`` (e.g. "while computing segment 'x'"; a timeout
-    says what it waited ``waiting_for``). None: not a failure of the exchange; the caller re-raises
-    ``exc`` and the instance stays marked as out of step."""
+class Action(enum.Enum):
+    """What the session does to its child on a failure, before it raises the error."""
+
+    NONE = "none"  # the child serves on
+    KILL = "kill"  # kill and reap it
+    RESTART = "restart"  # kill and reap it, then start a new one
+
+
+@dataclass(frozen=True)
+class After:
+    """The child as the action left it: the old child's exit status and last output, and why the
+    restart failed (None: it did not fail, or there was none)."""
+
+    returncode: Optional[int]
+    tail: str
+    restart_error: Optional[BaseException] = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed exchange: the action, then ``error(after)`` is the exception to raise. ``record``:
+    the session keeps it as ``last_error`` and logs ``summary`` (or the error's first line)."""
+
+    action: Action
+    error: Callable[[After], BaseException]
+    record: bool = True
+    summary: Optional[str] = None
+
+
+def translate(process: Optional[ChildProcess], exc: BaseException, what: str, waiting_for: str, *,
+              timeout: Optional[float], start_timeout: Optional[float], handshake: bool = False,
+              sending: bool = False) -> Optional[Failure]:
+    """The failure ``exc`` stands for, raised ``what`` (e.g. "while computing segment 'x'"; a timeout
+    says what it waited ``waiting_for``) with ``process`` the child of the exchange. None: not a
+    failure of the exchange; the caller re-raises ``exc`` and the session stays marked as out of step."""
+    pid = process.pid if process is not None else None
     if isinstance(exc, SprintRemoteError):
-        return _refused_handshake(inst, exc) if handshake else _after_remote_error(inst, exc)
+        return _refused_handshake(exc) if handshake else _after_remote_error(process, exc)
     if isinstance(exc, SprintTimeoutError):
-        return _handshake_timed_out(inst) if handshake else _timed_out(inst, waiting_for, sending)
+        return _handshake_timed_out(pid, start_timeout) if handshake else _timed_out(pid, waiting_for, sending,
+                                                                                      timeout)
     if isinstance(exc, (EOFError, OSError, ProtocolError)):
-        return _died(inst, what, exc)
+        return _died(process, what, exc)
     return None
 
 
-def _record(inst: SprintSubprocessInstance, err: SprintControlError, note: Optional[str] = None) -> SprintControlError:
-    inst.last_error = err
-    logger.warning("%s", note or str(err).splitlines()[0])
-    return err
+def _refused_handshake(exc: SprintRemoteError) -> Failure:
+    return Failure(Action.KILL, lambda after: SprintChildError(f"Sprint child refused the handshake: {exc}",
+                                                               after.returncode, after.tail), record=False)
 
 
-def _refused_handshake(inst: SprintSubprocessInstance, exc: SprintRemoteError) -> SprintChildError:
-    process = inst.process
-    inst.kill()
-    return SprintChildError(f"Sprint child refused the handshake: {exc}",
-                            process.returncode if process is not None else None, inst.stderr_tail)
+def _handshake_timed_out(pid: Optional[int], start_timeout: Optional[float]) -> Failure:
+    def error(after: After) -> BaseException:
+        return SprintTimeoutError(
+            f"Sprint child (pid {pid}) did not answer the handshake within {start_timeout} s"
+            + (f"\n--- last lines of its output ---\n{after.tail}" if after.tail else ""))
+
+    return Failure(Action.KILL, error, record=False)
 
 
-def _handshake_timed_out(inst: SprintSubprocessInstance) -> SprintTimeoutError:
-    pid, tail = inst.child_pid, inst.stderr_tail
-    inst.kill()
-    return SprintTimeoutError(
-        f"Sprint child (pid {pid}) did not answer the handshake within {inst.start_timeout} s"
-        + (f"\n--- last lines of its output ---\n{tail}" if tail else ""))
-
-
-def _died(inst: SprintSubprocessInstance, what: str, exc: BaseException) -> SprintChildError:
-    """The pipe broke or the stream is out of step: collect exit status and output tail, clean up."""
-    process = inst.process
+def _died(process: Optional[ChildProcess], what: str, exc: BaseException) -> Failure:
+    """The pipe broke or the stream is out of step: the exit status and output tail say why."""
     pid = process.pid if process is not None else None
     if isinstance(exc, ProtocolError) and not isinstance(exc, EOFError):
         # a malformed answer: the stream is out of step and the child of no further use
-        inst.kill()
-        return _record(inst, MalformedAnswerError(
+        return Failure(Action.KILL, lambda after: MalformedAnswerError(
             f"Sprint child (pid {pid}) sent a malformed answer {what} and was stopped: {exc}",
-            process.returncode if process is not None else None, inst.stderr_tail))
-    rc: Optional[int] = None
-    if process is not None:
-        rc = process.wait(2.0)
-        if rc is None:  # it closed the pipe but lives on: it is of no use any more
-            rc = process.wait_or_kill(0.0)
-            what += " (it had closed the pipe and was killed)"
-    inst.kill()
-    tail = inst.stderr_tail
-    # the pipe error says little; the child's output usually says why (its Python exception, RASR's
-    # critical error), so the message leads with that
-    event = f"Sprint child (pid {pid}) {describe_exit(rc)} {what}"
-    cause = child_cause(tail)
-    if cause:
-        message = f"{cause} -- {event} ({type(exc).__name__}: {exc})"
-    else:
-        words = last_words(tail)
-        message = f"{event}: {type(exc).__name__}: {exc}" + (f"; the child said: {words}" if words
-                                                              else "; it wrote no output")
-    return _record(inst, SprintChildError(message, rc, tail))
+            after.returncode, after.tail))
+    if process is not None and process.wait(2.0) is None:  # it closed the pipe but lives on: of no use any more
+        what += " (it had closed the pipe and was killed)"
+
+    def error(after: After) -> BaseException:
+        rc, tail = after.returncode, after.tail
+        # the pipe error says little; the child's output usually says why (its Python exception, RASR's
+        # critical error), so the message leads with that
+        event = f"Sprint child (pid {pid}) {describe_exit(rc)} {what}"
+        cause = child_cause(tail)
+        if cause:
+            message = f"{cause} -- {event} ({type(exc).__name__}: {exc})"
+        else:
+            words = last_words(tail)
+            message = f"{event}: {type(exc).__name__}: {exc}" + (f"; the child said: {words}" if words
+                                                                  else "; it wrote no output")
+        return SprintChildError(message, rc, tail)
+
+    return Failure(Action.KILL, error)
 
 
-def _after_remote_error(inst: SprintSubprocessInstance, exc: SprintRemoteError) -> SprintRemoteError:
+def _after_remote_error(process: Optional[ChildProcess], exc: SprintRemoteError) -> Failure:
     """RASR may end on the failure it just reported (a critical error in its own trainer): wait a
     moment for that, so a child that dies is reaped now and restarted before the next batch,
     instead of failing it on a broken pipe. A child that lives on costs this wait once per error."""
-    process = inst.process
-    if process is None:
-        return exc
-    rc = process.wait(REMOTE_ERROR_GRACE)
-    if rc is None:
-        return exc  # it serves on
-    inst.kill()
+    rc = process.wait(REMOTE_ERROR_GRACE) if process is not None else None
+    if process is None or rc is None:
+        return Failure(Action.NONE, lambda after: exc, record=False)  # it serves on
     note = f"; the Sprint child (pid {process.pid}) then {describe_exit(rc)}"
-    err = SprintRemoteError(str(exc).split("\n--- child traceback ---\n")[0] + note, exc.remote_traceback)
-    return _record(inst, err, str(exc).splitlines()[0] + note)  # type: ignore[return-value]
+    return Failure(Action.KILL, lambda after: SprintRemoteError(
+        str(exc).split("\n--- child traceback ---\n")[0] + note, exc.remote_traceback),
+        summary=str(exc).splitlines()[0] + note)
 
 
-def _timed_out(inst: SprintSubprocessInstance, what: str, sending: bool) -> SprintTimeoutError:
-    pid = inst.child_pid
-    inst.kill()
+def _timed_out(pid: Optional[int], what: str, sending: bool, timeout: Optional[float]) -> Failure:
     if sending:
-        msg = f"Sprint child (pid {pid}) did not take the request within {inst.timeout} s {what}"
+        msg = f"Sprint child (pid {pid}) did not take the request within {timeout} s {what}"
     else:
-        msg = f"Sprint child (pid {pid}) gave no answer within {inst.timeout} s {what}"
-    try:
-        inst.init()
-        msg += "; it was restarted"
-    except SprintControlError as restart_exc:
-        msg += f"; restarting it failed: {restart_exc}"
-    return _record(inst, SprintTimeoutError(msg))  # type: ignore[return-value]
+        msg = f"Sprint child (pid {pid}) gave no answer within {timeout} s {what}"
+
+    def error(after: After) -> BaseException:
+        problem = after.restart_error
+        return SprintTimeoutError(msg + ("; it was restarted" if problem is None
+                                         else f"; restarting it failed: {problem}"))
+
+    return Failure(Action.RESTART, error)
+

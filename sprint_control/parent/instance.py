@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import ProtocolError, SprintControlError
 from ..wire.limits import V1_SLACK
 from ..wire.protocol import PROTOCOL_V1, V1_MAX_MESSAGE, ParentLink
-from .batch import check_finite, check_names, check_payload, check_real_dtype
+from .batch import check_finite, check_names, check_payload, check_real_dtype, sent_nbytes
 from .session import ChildSession
 
 
@@ -42,8 +42,6 @@ class SprintSubprocessInstance(ChildSession):
     def _check_name(self, seg_name: Union[str, bytes]) -> str:
         if isinstance(seg_name, bytes):
             seg_name = seg_name.decode("utf-8")
-        if not isinstance(seg_name, str) or not seg_name:
-            raise ValueError(f"seg_name must be a non-empty segment name, got {seg_name!r:.100}")
         check_names((seg_name,))
         return seg_name
 
@@ -61,17 +59,21 @@ class SprintSubprocessInstance(ChildSession):
         self._claimed_by = None
 
     def _send(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray,
-              out: Optional[np.ndarray], round_trip: bool) -> None:
+              out: Optional[np.ndarray], round_trip: bool, checked: bool = False) -> None:
         try:
-            self._write_request(seg_name, seg_len, log_posteriors, out, round_trip)
+            if checked:  # the caller checked it (a pool, its whole batch at once)
+                self._write_checked(seg_name, log_posteriors, out, round_trip)  # type: ignore[arg-type]
+            else:
+                self._write_checked(*self._checked_request(seg_name, seg_len, log_posteriors), out, round_trip)
         except BaseException:
             self.release()  # no answer of this thread's is coming: other threads may take the instance
             raise
 
-    def _write_request(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray,
-                       out: Optional[np.ndarray], round_trip: bool) -> None:
-        """``round_trip``: the answer is read right after (``get_loss_and_error_signal``), so the
-        instance stays out of step until it is: nothing can interrupt it unnoticed in between."""
+    def _checked_request(self, seg_name: Union[str, bytes], seg_len: int, log_posteriors: np.ndarray
+                         ) -> tuple[str, np.ndarray]:
+        """The one check of a request, before anything is written: the name, the posteriors (a real
+        (time, label) matrix of ``seg_len`` > 0 frames, as float32), the payload limit (unless the
+        shared region carries it) and, with ``reject_non_finite``, the values."""
         seg_name = self._check_name(seg_name)
         post = np.asarray(log_posteriors)
         if post.ndim != 2:
@@ -83,22 +85,25 @@ class SprintSubprocessInstance(ChildSession):
             raise ValueError(f"segment {seg_name!r} has no frames: Sprint computes no criterion on an empty"
                              " segment (a pool answers such sequences itself with loss 0)")
         if self.shared_region is None:
-            check_payload(post.shape[0] * post.shape[1] * 4, self.max_payload, seg_name, post.shape)
+            check_payload(sent_nbytes(post.shape), self.max_payload, seg_name, post.shape)
         if post.dtype != np.float32:
             post = post.astype(np.float32)
         if self.reject_non_finite:
             check_finite(post, seg_name)
+        return seg_name, post
+
+    def _write_checked(self, seg_name: str, post: np.ndarray, out: Optional[np.ndarray], round_trip: bool) -> None:
+        """``round_trip``: the answer is read right after (``get_loss_and_error_signal``), so the
+        instance stays out of step until it is: nothing can interrupt it unnoticed in between."""
         link = self._before_request()
         if self.shared_region is not None and link.shm is None:  # the child took the pipe, not the region
             check_payload(post.nbytes, self.max_payload, seg_name, post.shape)
         if link.protocol == PROTOCOL_V1 and post.nbytes > V1_MAX_MESSAGE - V1_SLACK:
             # refuse before anything is written: the stream stays usable
             raise ProtocolError(f"posteriors of {post.nbytes} bytes do not fit a v1 message (2 GiB limit)")
-        with self._exchange("while sending segment {!r}", "while sending {!r}", seg_name, pending_after=True,
-                            sending=True, stay_out_of_step=round_trip):
-            link.send_loss_request(seg_name, post, out=out)
-        self._cur_seg_name = seg_name
-        self._cur_shape = (int(post.shape[0]), int(post.shape[1]))
+        with self._exchange("while sending segment {!r}", "while sending {!r}", seg_name, sending=True,
+                            stay_out_of_step=round_trip):
+            link.send_loss_request(seg_name, post, out=out, checked=True)
         self.bytes_sent += post.nbytes
 
     def get_loss_and_error_signal__have_data(self) -> bool:
@@ -125,8 +130,9 @@ class SprintSubprocessInstance(ChildSession):
         if not self.is_calculating:
             raise SprintControlError("no request is pending on this instance")
         link = self._require_link()
-        seg_name, shape = self._cur_seg_name, self._cur_shape
-        assert seg_name is not None and shape is not None
+        pending = link.pending
+        assert pending is not None and pending.shape is not None
+        seg_name, shape = pending.seg_name, pending.shape
         if out is not None:
             # a caller's mistake must not be taken for a broken stream: check before reading
             if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32:
@@ -140,7 +146,7 @@ class SprintSubprocessInstance(ChildSession):
                 loss, err = link.recv_loss_result(shape, out=out)
         finally:
             self.release()
-        self.bytes_received += shape[0] * shape[1] * 4
+        self.bytes_received += err.nbytes
         self.segments_done += 1
         return seg_name, float(loss), err
 
@@ -150,6 +156,13 @@ class SprintSubprocessInstance(ChildSession):
         child before its next use."""
         post = np.asarray(log_posteriors)
         self._send(seg_name, post.shape[0], post, out, round_trip=True)
+        return self._read(out, round_trip=True)
+
+    def _round_trip_checked(self, seg_name: str, post: np.ndarray, out: Optional[np.ndarray]
+                            ) -> tuple[str, float, np.ndarray]:
+        """``get_loss_and_error_signal`` of a request its caller has checked as ``_checked_request``
+        does (a pool checks its whole batch once): float32 (time, label) posteriors with contiguous rows."""
+        self._send(seg_name, post.shape[0], post, out, round_trip=True, checked=True)
         return self._read(out, round_trip=True)
 
     def export_allophone_state_fsa(self, seg_name: Union[str, bytes]

@@ -45,9 +45,9 @@ def _rasr_error(tail: str, lines: list[str]) -> str:
         if text:
             found[match.group(1) == "critical-error"] = f"<{match.group(1)}> {text}"
     for line in lines:
-        match = _PLAIN_ERROR.match(line)
-        if match:
-            found.setdefault(match.group(2).lower().startswith("critical"), line)
+        plain = _PLAIN_ERROR.match(line)
+        if plain:
+            found.setdefault(plain.group(2).lower().startswith("critical"), line)
     return found.get(True) or found.get(False) or ""
 
 

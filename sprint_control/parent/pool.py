@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 import threading
@@ -29,10 +31,11 @@ from .batch import (
     checked_batch,
     merge_automata,
     schedule_longest_first,
+    sent_nbytes,
     tag_names,
 )
 from .instance import SprintSubprocessInstance
-from .options import DEFAULTS, checked_max_payload, checked_seconds, emulator_command
+from .options import DEFAULTS, FIELDS, ParentOptions
 from .process import ExecPath
 from .workers import Batch, Workers
 
@@ -50,17 +53,6 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, set):
         return tuple(sorted(_hashable(v) for v in value))
     return value
-
-
-def _check_instance_options(opts: Mapping[str, Any]) -> None:
-    """What the instances would refuse, refused when the pool is made (they start later)."""
-    for key in ("timeout", "start_timeout"):
-        if key in opts:
-            checked_seconds(key, opts[key])
-    if "exit_timeout" in opts:
-        checked_seconds("exit_timeout", opts["exit_timeout"], allow_none=False)
-    if "max_payload" in opts:
-        checked_max_payload(opts["max_payload"])
 
 
 class SprintInstancePool:
@@ -92,32 +84,31 @@ class SprintInstancePool:
                 cls.global_instances[key] = pool
             return pool
 
-    def __init__(self, sprint_opts: Mapping[str, Any]):
+    def __init__(self, sprint_opts: Union[Mapping[str, Any], ParentOptions]):
         self.owner_pid = os.getpid()  # a forked copy refuses every call (fork_guard)
         self.lock = threading.RLock()
-        opts = dict(sprint_opts)
-        self.max_num_instances = int(opts.pop("numInstances", DEFAULTS.num_instances))
-        if self.max_num_instances < 1:
-            raise ValueError(f"numInstances must be at least 1, got {self.max_num_instances}")
-        _check_instance_options(opts)
-        self.restart_dead = bool(opts.pop("restart_dead", DEFAULTS.restart_dead))
-        self.reject_non_finite = bool(opts.get("reject_non_finite", DEFAULTS.reject_non_finite))  # instances too
-        gather = opts.pop("gather", None)
+        if isinstance(sprint_opts, ParentOptions):
+            options = sprint_opts
+        else:
+            options = ParentOptions.from_returnn(sprint_opts, who=type(self).__name__)
+        #: every option, checked once; each child is started with it
+        self.options = options
+        self.max_num_instances = options.num_instances
+        self.restart_dead = options.restart_dead
+        self.reject_non_finite = options.reject_non_finite
         # Measured (docs/parent-side.md): the compiled core's writev of row pointers beats a gather
         # copy (up to 2x for thousands of labels, equal for 88); the pure-Python twin's os.writev over
         # one memoryview per row loses to one copy.
-        self.gather = (framing.IMPLEMENTATION != "cython") if gather is None else bool(gather)
-        shm_opt = opts.pop("shm", False)
-        shm_max = int(opts.pop("shm_max_size", DEFAULTS.shm_max_size))
-        shm_inline = int(opts.pop("shm_inline_below", DEFAULTS.shm_inline_below))
+        self.gather = (framing.IMPLEMENTATION != "cython") if options.gather is None else options.gather
         self.region: Optional[SharedRegion] = None
-        if shm_opt:
-            size = DEFAULTS.shm_size if shm_opt is True else int(shm_opt)
-            self.region = SharedRegion.create(size, max_size=shm_max, inline_below=shm_inline)
-            opts["shared_region"] = self.region
+        if options.shm:
+            size = options.shm_size if options.shm is True else int(options.shm)
+            self.region = SharedRegion.create(size, max_size=options.shm_max_size,
+                                              inline_below=options.shm_inline_below)
             self.gather = False  # the descriptor path reads the rows where they are
-        self.max_payload = int(opts.get("max_payload", DEFAULTS.max_payload))  # the instances get it too
-        self.sprint_opts = opts
+        self.max_payload = options.max_payload
+        #: the children's options under SprintSubprocessInstance's names (RETURNN's first)
+        self.sprint_opts = dict(options.returnn_view(), shared_region=self.region)
         self.instances: list[SprintSubprocessInstance] = []
         self.closed = False
         self._batch_thread: Optional[int] = None  # the thread whose call holds the lock for its exchanges
@@ -197,7 +188,7 @@ class SprintInstancePool:
 
     def _new_instance(self, start: bool = True) -> SprintSubprocessInstance:
         self._check_open()
-        return SprintSubprocessInstance(**self.sprint_opts, start=start)
+        return SprintSubprocessInstance(options=self.options, shared_region=self.region, start=start)
 
     def start(self) -> SprintInstancePool:
         """Starts every child now: all spawn first, then each handshakes (start-ups overlap)."""
@@ -255,10 +246,10 @@ class SprintInstancePool:
                 # one thread's instance until its answer is read: threads never share a child's stream
                 if (inst.out_of_step or not inst.is_calculating) and inst.claim():
                     return self._ready(inst)
-            inst = self._maybe_create_new_instance()
-            if inst is not None:
-                inst.claim()
-            return inst
+            new = self._maybe_create_new_instance()
+            if new is not None:
+                new.claim()
+            return new
 
     def _run_parallel(self, job, jobs: list[list[int]]) -> None:
         """Runs ``job(instance, idxs, batch)`` for every non-empty job: in this thread when there is
@@ -283,7 +274,7 @@ class SprintInstancePool:
         if self.region is None and post.shape[1]:  # refused before anything is sent (or converted)
             b = int(np.argmax(lengths))
             shape = (int(lengths[b]), post.shape[2])
-            check_payload(shape[0] * shape[1] * 4, self.max_payload, names[b], shape)
+            check_payload(sent_nbytes(shape), self.max_payload, names[b], shape)
         # one conversion for the whole batch, never per sequence
         if post.dtype != np.float32 or post.strides[2] != 4:
             post = np.ascontiguousarray(post, dtype=np.float32)
@@ -304,7 +295,8 @@ class SprintInstancePool:
                 seq = post[:t, b]
                 if gather:
                     seq = np.ascontiguousarray(seq)
-                _, value, _ = inst.get_loss_and_error_signal(names[b], seq, out=error_signal[:t, b])
+                # checked above, once for the batch: names, payload limit, finite values
+                _, value, _ = inst._round_trip_checked(names[b], seq, error_signal[:t, b])
                 loss[b] = value
 
         # a sequence without frames has nothing for Sprint to compute (RASR refuses empty segments):
@@ -315,7 +307,7 @@ class SprintInstancePool:
             self._run_parallel(job, jobs)
         self.seconds += time.perf_counter() - started
         self.segments_done += n_batch
-        self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * 4
+        self.bytes_moved += 2 * int(lengths.sum()) * post.shape[2] * post.itemsize
         return loss, error_signal
 
     def get_automata_for_batch(self, tags: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -384,8 +376,8 @@ class SprintInstancePool:
                     errors.append(exc)
             if self.region is not None:
                 self.region.close()  # arrays handed out keep their pages until they die
-            for exc in errors:  # pragma: no cover
-                logger.error("closing a Sprint child failed: %s", exc)
+            for error in errors:  # pragma: no cover
+                logger.error("closing a Sprint child failed: %s", error)
 
     exit_handler = close
 
@@ -409,55 +401,11 @@ class SprintPool(SprintInstancePool):
     Defaults of the options: ``options.DEFAULTS``.
     """
 
-    def __init__(
-        self,
-        num_instances: int = DEFAULTS.num_instances,
-        sprint_exec: Optional[ExecPath] = None,
-        sprint_args: Union[str, Sequence[str]] = "",
-        *,
-        control_config: Optional[Mapping[str, Any]] = None,
-        protocol: int = DEFAULTS.protocol,
-        use_python_segment_order: bool = True,
-        min_python_control_version: int = DEFAULTS.min_python_control_version,
-        timeout: Optional[float] = DEFAULTS.timeout,
-        start_timeout: Optional[float] = DEFAULTS.start_timeout,
-        exit_timeout: float = DEFAULTS.exit_timeout,
-        module_name: str = DEFAULTS.module_name,
-        module_path: Optional[str] = None,
-        echo_output: bool = DEFAULTS.echo_output,
-        env: Optional[Mapping[str, str]] = None,
-        restart_dead: bool = DEFAULTS.restart_dead,
-        gather: Optional[bool] = None,
-        shm: Union[bool, int] = False,
-        shm_max_size: int = DEFAULTS.shm_max_size,
-        shm_inline_below: int = DEFAULTS.shm_inline_below,
-        reject_non_finite: bool = DEFAULTS.reject_non_finite,
-        max_payload: int = DEFAULTS.max_payload,
-        start: bool = True,
-    ):
-        super().__init__(dict(
-            numInstances=num_instances,
-            sprintExecPath=sprint_exec if sprint_exec is not None else emulator_command(),
-            minPythonControlVersion=min_python_control_version,
-            sprintConfigStr=sprint_args,
-            sprintControlConfig=control_config,
-            usePythonSegmentOrder=use_python_segment_order,
-            protocol=protocol,
-            timeout=timeout,
-            start_timeout=start_timeout,
-            exit_timeout=exit_timeout,
-            module_name=module_name,
-            module_path=module_path,
-            echo_output=echo_output,
-            env=env,
-            restart_dead=restart_dead,
-            gather=gather,
-            shm=shm,
-            shm_max_size=shm_max_size,
-            reject_non_finite=reject_non_finite,
-            shm_inline_below=shm_inline_below,
-            max_payload=max_payload,
-        ))
+    def __init__(self, num_instances: int = DEFAULTS.num_instances, sprint_exec: Optional[ExecPath] = None,
+                 sprint_args: Union[str, Sequence[str]] = "", *, start: bool = True, **options: Any):
+        """``options``: any field of ``ParentOptions`` by name (the signature lists them all)."""
+        super().__init__(ParentOptions.create(type(self).__name__, num_instances=num_instances,
+                                              sprint_exec=sprint_exec, sprint_args=sprint_args, **options))
         if start:
             self.start()
 
@@ -496,3 +444,19 @@ def _new_class_lock_in_a_copy() -> None:
 
 
 os.register_at_fork(after_in_child=_new_class_lock_in_a_copy)
+
+
+def _pool_signature() -> inspect.Signature:
+    """``SprintPool.__init__``'s signature as help() and ``inspect`` should show it: every option of
+    ``ParentOptions`` keyword-only with its default (the options are defined there, once)."""
+    fields = {f.name: f for f in dataclasses.fields(ParentOptions)}
+    first = ("num_instances", "sprint_exec", "sprint_args")
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=fields[n].default) for n in first]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=fields[n].default)
+               for n in FIELDS if n not in first]
+    params.append(inspect.Parameter("start", inspect.Parameter.KEYWORD_ONLY, default=True))
+    return inspect.Signature(params)
+
+
+SprintPool.__init__.__signature__ = _pool_signature()  # type: ignore[attr-defined]

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from ..errors import SprintChildError, SprintControlError, SprintRemoteError
+from ..wire.child_link import LOSS_COMMAND
 from ..wire.protocol import INIT_VERSION, ParentLink
 from ..wire.shm import SharedRegion
 from . import failures, fork_guard
-from .options import DEFAULTS, checked_max_payload, checked_protocol, checked_seconds, default_module_path
+from .options import DEFAULTS, POOL_FIELDS, ParentOptions, default_module_path
 from .output import describe_exit
 from .process import KILL_GRACE, ChildProcess, ExecPath, exec_args, register, sprint_command, unregister
 
@@ -36,7 +36,8 @@ class ChildSession:
     ``emulator_command()``), ``minPythonControlVersion`` (checked by the child),
     ``sprintConfigStr`` (extra Sprint arguments, split like a shell), ``sprintControlConfig``
     (extra ``key:value`` pairs for ``--*.pymod-config``), ``usePythonSegmentOrder`` (Sprint takes
-    its segment order from the module). Keyword-only extras (defaults in ``options.DEFAULTS``):
+    its segment order from the module). Keyword-only extras (all of them defined, with their defaults
+    and checks, in ``options.ParentOptions``; ``options=`` passes a whole one):
 
     - ``protocol``: 2 (default) uses the binary protocol when the child offers it, else v1;
       1 forces v1.
@@ -59,55 +60,56 @@ class ChildSession:
 
     def __init__(
         self,
-        sprintExecPath: ExecPath,
+        sprintExecPath: Optional[ExecPath] = None,
         minPythonControlVersion: int = DEFAULTS.min_python_control_version,
         sprintConfigStr: Union[str, Sequence[str]] = "",
         sprintControlConfig: Optional[Mapping[str, Any]] = None,
         usePythonSegmentOrder: bool = True,
         *,
-        protocol: int = DEFAULTS.protocol,
-        timeout: Optional[float] = DEFAULTS.timeout,
-        start_timeout: Optional[float] = DEFAULTS.start_timeout,
-        exit_timeout: float = DEFAULTS.exit_timeout,
-        module_name: str = DEFAULTS.module_name,
-        module_path: Optional[str] = None,
-        name: str = "SprintSubprocessInstance",
-        echo_output: bool = DEFAULTS.echo_output,
-        output_lines: int = DEFAULTS.output_lines,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[str] = None,
+        options: Optional[ParentOptions] = None,
         shared_region: Optional[SharedRegion] = None,
-        reject_non_finite: bool = DEFAULTS.reject_non_finite,
-        max_payload: int = DEFAULTS.max_payload,
         start: bool = True,
+        **extras: Any,
     ):
-        self.requested_protocol = checked_protocol(protocol)
-        self.timeout = checked_seconds("timeout", timeout)
-        self.start_timeout = checked_seconds("start_timeout", start_timeout)
-        self.exit_timeout = checked_seconds("exit_timeout", exit_timeout, allow_none=False)
-        self.max_payload = checked_max_payload(max_payload)
-        self.sprintExecPath = sprintExecPath
-        self._exec_args = exec_args(sprintExecPath)
-        self.minPythonControlVersion = int(minPythonControlVersion)
-        if isinstance(sprintConfigStr, str):
-            self.sprintConfig = shlex.split(sprintConfigStr)
-        else:
-            self.sprintConfig = [str(a) for a in sprintConfigStr]
-        self.sprintControlConfig = dict(sprintControlConfig or {})
-        self.usePythonSegmentOrder = bool(usePythonSegmentOrder)
-        self.module_name = module_name
-        self.module_path = module_path or default_module_path()
-        self.name = name
-        self.echo_output = echo_output
-        self.output_lines = output_lines
-        self.env = dict(env) if env is not None else None
-        self.cwd = cwd
+        """``extras``: the options of ``ParentOptions`` by name (``protocol``, ``timeout``, ...); or
+        ``options``, a whole ``ParentOptions`` (a pool passes its own) in place of all the others."""
+        who = type(self).__name__
+        if options is None:
+            if sprintExecPath is None:
+                raise TypeError(f"{who} needs sprintExecPath: the Sprint program, or emulator_command()")
+            pool_only = sorted(set(extras) & set(POOL_FIELDS))
+            if pool_only:
+                raise TypeError(f"{who} got the pool's option(s) {', '.join(map(repr, pool_only))}")
+            options = ParentOptions.create(
+                who, sprint_exec=sprintExecPath, min_python_control_version=minPythonControlVersion,
+                sprint_args=sprintConfigStr, control_config=sprintControlConfig,
+                use_python_segment_order=usePythonSegmentOrder, **extras)
+        elif sprintExecPath is not None or extras:
+            raise TypeError(f"{who} takes either options= or the options one by one, not both")
+        self.options = options
+        self.requested_protocol = options.protocol
+        self.timeout = options.timeout
+        self.start_timeout = options.start_timeout
+        self.exit_timeout: float = options.exit_timeout
+        self.max_payload = options.max_payload
+        self.sprintExecPath = options.sprint_exec
+        self._exec_args = exec_args(options.sprint_exec)
+        self.minPythonControlVersion = options.min_python_control_version
+        self.sprintConfig = list(options.sprint_args)
+        self.sprintControlConfig = dict(options.control_config or {})
+        self.usePythonSegmentOrder = options.use_python_segment_order
+        self.module_name = options.module_name
+        self.module_path = options.module_path or default_module_path()
+        self.name = options.name
+        self.echo_output = options.echo_output
+        self.output_lines = options.output_lines
+        self.env = dict(options.env) if options.env is not None else None
+        self.cwd = options.cwd
         self.shared_region = shared_region
-        self.reject_non_finite = bool(reject_non_finite)
+        self.reject_non_finite = options.reject_non_finite
 
         self.parent_pid = os.getpid()
         self.protocol: Optional[int] = None
-        self.is_calculating = False
         self.bytes_sent = 0
         self.bytes_received = 0
         self.segments_done = 0
@@ -118,8 +120,6 @@ class ChildSession:
         self._out_of_step = False  # an exchange was cut off: what the child will send next is unknown
         self._last_tail = ""  # the output of the last child, kept after it is gone
         self._killed = False  # kill_now() was sent to the running child
-        self._cur_seg_name: Optional[str] = None
-        self._cur_shape: Optional[tuple[int, int]] = None
         self._lock = threading.RLock()
         self._state = threading.RLock()  # for a moment, never across a read or write (see _close_under)
         self._exchanging: Optional[int] = None  # the thread reading or writing the child's pipes now
@@ -151,6 +151,13 @@ class ChildSession:
         """True when an exchange was cut off (an exception between a request and its full answer):
         the child is killed and restarted before its next use. Also true after ``kill_now``."""
         return self._out_of_step or self._killed
+
+    @property
+    def is_calculating(self) -> bool:
+        """True while a loss request was sent (or is being sent) and its answer not read: the link's
+        ``pending`` request, the one record of it."""
+        pending = self._link.pending if self._link is not None else None
+        return pending is not None and pending.command == LOSS_COMMAND
 
     @property
     def busy(self) -> bool:
@@ -214,7 +221,6 @@ class ChildSession:
             self._process, self._link = process, link
             self._killed = False
             self.protocol = None
-            self.is_calculating = False
             self._out_of_step = False
             register(self)
 
@@ -237,9 +243,6 @@ class ChildSession:
             return "an exchange with it was interrupted"
         if self._killed:
             return "it was killed when its batch was interrupted"
-        if not self.is_calculating and getattr(self._link, "pending", None) is not None:
-            self._out_of_step = True  # the link waits for an answer nobody will read
-            return "an answer it owes was never read"
         process = self._process
         if process is None:
             if not self._started:
@@ -304,7 +307,6 @@ class ChildSession:
             process.join_output(1.0)
             self._last_tail = process.tail()
         self._process = None
-        self.is_calculating = False
         self._out_of_step = False
         unregister(self)
 
@@ -343,7 +345,6 @@ class ChildSession:
             process.join_output(1.0)
             self._last_tail = process.tail()
             self._process = None
-            self.is_calculating = False
             unregister(self)
             if rc not in (0, None):
                 logger.debug("Sprint child pid %s %s", process.pid, describe_exit(rc))
@@ -366,12 +367,11 @@ class ChildSession:
             )
         return self._link
 
-    def _exchange(self, what: str, waiting_for: str = "", subject: Any = None, *, pending_after: bool = False,
+    def _exchange(self, what: str, waiting_for: str = "", subject: Any = None, *,
                   sending: bool = False, handshake: bool = False, stay_out_of_step: bool = False) -> _Exchange:
         """One step of an exchange (see ``_Exchange``); ``what`` and ``waiting_for`` describe it for
         the error messages, formatted with ``subject`` only when something fails."""
-        return _Exchange(self, what, waiting_for or what, subject, pending_after, sending, handshake,
-                         stay_out_of_step)
+        return _Exchange(self, what, waiting_for or what, subject, sending, handshake, stay_out_of_step)
 
     def __del__(self):  # last resort; close() / atexit are the real paths
         try:
@@ -413,20 +413,18 @@ def _closed_error(session: ChildSession, what: str, exc: Optional[BaseException]
 
 class _Exchange:
     """A context manager around one step of an exchange with the child: the session is out of step
-    from its start until it completes; a failure is translated in one place (``failures.translate``);
-    on success, ``is_calculating`` becomes ``pending_after`` (a class, not a generator: it runs twice
-    per segment)."""
+    from its start until it completes; a failure is translated in one place (``failures.translate``).
+    Whether a request is pending is the link's record alone (``ParentLink.pending``). A class, not a
+    generator: it runs twice per segment."""
 
-    __slots__ = ("session", "what", "waiting_for", "subject", "pending_after", "sending", "handshake", "stay",
-                 "marked")
+    __slots__ = ("session", "what", "waiting_for", "subject", "sending", "handshake", "stay", "marked")
 
-    def __init__(self, session: ChildSession, what: str, waiting_for: str, subject: Any, pending_after: bool,
-                 sending: bool, handshake: bool, stay: bool):
+    def __init__(self, session: ChildSession, what: str, waiting_for: str, subject: Any, sending: bool,
+                 handshake: bool, stay: bool):
         self.session = session
         self.what = what
         self.waiting_for = waiting_for
         self.subject = subject
-        self.pending_after = pending_after
         self.sending = sending
         self.handshake = handshake
         self.stay = stay
@@ -470,7 +468,7 @@ class _Exchange:
         session.kill()
         return process
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         session = self.session
         closed = self._unmark(session)
         if closed is not None:  # close() came during this exchange and killed the child: fds closed above
@@ -479,19 +477,39 @@ class _Exchange:
                 return False  # done before the kill took effect, or an interrupt: it goes on as it is
             raise err from exc
         if exc_type is None:
-            session.is_calculating = self.pending_after
             session._out_of_step = self.stay
             return False
         if not isinstance(exc, (SprintControlError, EOFError, OSError)):
             return False  # not a failure of the exchange (an interrupt): the session stays out of step
         if isinstance(exc, SprintRemoteError) and not self.handshake:
-            # the child's error answer was read whole: the stream is in step
-            session.is_calculating = False
+            # the child's error answer was read whole: the stream is in step (the link is idle again)
             session._out_of_step = False
         what, waiting_for = (text.format(self.subject) for text in (self.what, self.waiting_for))
-        err = failures.translate(session, exc, what, waiting_for, handshake=self.handshake, sending=self.sending)
-        if err is None:
+        failure = failures.translate(session.process, exc, what, waiting_for, timeout=session.timeout,
+                                     start_timeout=session.start_timeout, handshake=self.handshake,
+                                     sending=self.sending)
+        if failure is None:
             return False
-        if isinstance(err, SprintRemoteError):
-            raise err from None
-        raise err from exc
+        error = self._apply(failure)
+        if isinstance(error, SprintRemoteError):
+            raise error from None
+        raise error from exc
+
+    def _apply(self, failure: failures.Failure) -> BaseException:
+        """Does what the failure asks to the child, then returns its error (kept and logged if asked)."""
+        session = self.session
+        process = session.process
+        if failure.action is failures.Action.NONE:
+            return failure.error(failures.After(None, ""))
+        session.kill()
+        after = failures.After(process.returncode if process is not None else None, session.stderr_tail)
+        if failure.action is failures.Action.RESTART:
+            try:
+                session.init()
+            except SprintControlError as restart_exc:
+                after = failures.After(after.returncode, after.tail, restart_exc)
+        err = failure.error(after)
+        if failure.record:
+            session.last_error = err
+            logger.warning("%s", failure.summary or str(err).splitlines()[0])
+        return err

@@ -4,13 +4,17 @@ A loss request is computed in one of two ways: when RASR runs the control loop i
 (``run_control_loop`` with RASR's callback), right here with RASR's criterion; when this module runs
 it in its own thread, the segment is handed to RASR's thread (``segments.SegmentHandoff``) and the
 answer is sent once RASR produced it.
+
+The handlers get what they use: the segment hand-off, the control loop (which knows the running
+callback), the criterion function and two questions about RASR (its callback, what ``init`` tells
+the parent about it); they know nothing of the facade above them (``control.PythonControl``).
 """
 
 from __future__ import annotations
 
 import numbers
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -21,27 +25,40 @@ from .config import as_str
 from .log import log as _log
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..control import PythonControl
+    from .loop import ControlLoop
+    from .segments import SegmentHandoff
 
-__all__ = ["CommandHandlers"]
+__all__ = ["CommandHandlers", "Criterion"]
+
+#: ``criterion(callback, seg_name, orthography, posteriors)`` -> (loss, error signal, skipped),
+#: with RASR's callback, on (time, label) posteriors
+Criterion = Callable[..., "tuple[float, np.ndarray, bool]"]
 
 
 class CommandHandlers:
-    """The handlers of one ``PythonControl``: what its command server dispatches to."""
+    """What the Sprint side's command server dispatches to.
 
-    def __init__(self, control: PythonControl):
-        self.control = control
+    :param segments: the hand-off to RASR's thread (the threaded loop's loss requests)
+    :param loop: the control loop; its running callback decides how a loss is computed
+    :param criterion: computes a segment's criterion with RASR's callback
+    :param rasr_callback: RASR's callback as ``init`` registered it (None: none yet)
+    :param about: what ``init`` tells the parent about RASR (version number, unit)
+    """
+
+    def __init__(self, segments: SegmentHandoff, loop: ControlLoop, criterion: Criterion,
+                 rasr_callback: Callable[[], Optional[Callable]], about: Callable[[], dict]):
+        self.segments = segments
+        self.loop = loop
+        self.criterion = criterion
+        self.rasr_callback = rasr_callback
+        self.about = about
 
     def table(self) -> dict[str, Handler]:
         return {LOSS_COMMAND: self.loss, FSA_COMMAND: self.fsa}
 
     def capabilities(self) -> dict:
         """What ``init`` announces besides the protocols."""
-        return {
-            "pid": os.getpid(),
-            "sprint_version_number": self.control.sprint_version_number,
-            "sprint_unit": self.control.sprint_unit,
-        }
+        return {"pid": os.getpid(), **self.about()}
 
     def loss(self, reply: Reply, seg_name, seg_len, posteriors) -> None:
         seg_name = as_str(seg_name, "segment name")
@@ -59,21 +76,17 @@ class CommandHandlers:
         if posteriors.dtype != np.float32 or not posteriors.flags.c_contiguous:
             posteriors = np.ascontiguousarray(posteriors, dtype=np.float32)  # not on the v2 path
         _log(f"loss request: {seg_name!r}, shape {posteriors.shape}", verbose=True)
-        control = self.control
-        if control.callback == control.own_threaded_callback:
-            with control.segments.exchange(seg_name, seg_len, posteriors) as (loss, error_signal, skipped):
+        if self.loop.threaded:  # RASR's thread computes it
+            with self.segments.exchange(seg_name, seg_len, posteriors) as (loss, error_signal, skipped):
                 reply.loss(loss, error_signal, skipped)
             return
         # RASR runs the control loop itself: compute the criterion right here via its callback.
-        orthography = rasr.orthography_of(control.callback, seg_name)
-        loss, error_signal, skipped = control._criterion_via_sprint_callback(
-            control.callback, seg_name, orthography, posteriors
-        )
+        callback = self.loop.callback
+        assert callback is not None  # the loop runs, with RASR's callback
+        orthography = rasr.orthography_of(callback, seg_name)
+        loss, error_signal, skipped = self.criterion(callback, seg_name, orthography, posteriors)
         reply.loss(loss, error_signal, skipped)
 
     def fsa(self, reply: Reply, seg_name) -> None:
-        control = self.control
-        callback = control.sprint_callback
-        if callback is None and control.callback is not None and control.callback != control.own_threaded_callback:
-            callback = control.callback
-        reply.fsa(*rasr.export_fsa(callback, as_str(seg_name, "segment name")))
+        callback = self.rasr_callback() or self.loop.rasr_callback
+        reply.fsa(*rasr.export_fsa(callback, str(as_str(seg_name, "segment name"))))

@@ -189,6 +189,7 @@ class SegmentHandoff:
         """Flow B: RASR's error signal, (time, label), for the active segment (kept as it comes)."""
         with self.cond:
             seg = self.current(seg_len, "backpropagate")
+            assert seg.posteriors is not None  # kept until the segment is done
             if getattr(error_signal, "ndim", 0) != 2 or error_signal.shape != seg.posteriors.shape:
                 message = (
                     f"error signal of shape {getattr(error_signal, 'shape', None)} does not match"
@@ -249,6 +250,7 @@ class SegmentHandoff:
         """Answers a segment RASR left without a result with loss inf and a zero error signal (cond held)."""
         missing = self._missing_steps(seg)
         if seg.error_signal is None:
+            assert seg.posteriors is not None  # kept until the segment is done
             seg.loss, seg.error_signal = skipped_result(seg.seg_len, seg.posteriors.shape[1])
             seg.skipped = True
             _log(f"segment {seg.name!r} skipped ({why}); never happened: {', '.join(missing) or '-'};"

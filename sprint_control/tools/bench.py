@@ -20,8 +20,8 @@ transport, not arithmetic), and the parent has that answer as an ndarray. The ch
 emulator (``python -m sprint_control.emulator``) driven through ``SprintSubprocessInstance`` when that
 is installed, else the small pipe child of this module (``--pipe-child``).
 
-The command line, the table and ``--json FILE`` are in ``bench_cli``. The module also serves the asv
-suite in ``benchmarks/``.
+The command line (``bench_cli.main``), the table and ``--json FILE`` are in ``bench_cli``. The module
+also serves the asv suite in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -55,7 +55,6 @@ __all__ = [
     "expected_error_signal",
     "measure_sizes",
     "peak_rss_of_roundtrip",
-    "main",
 ]
 
 #: (time, label) float32 sizes of the suite: a tiny one (per-message overhead) and real hybrid setups.
@@ -102,6 +101,15 @@ class _Peer:
 
     transport: str
     region: Optional[SharedRegion] = None
+
+    def send(self, posteriors: np.ndarray, seg_name: str = "", out: Optional[np.ndarray] = None) -> None:
+        raise NotImplementedError
+
+    def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def _release_region(self) -> None:
         self._staged = _Staged(None)
@@ -178,13 +186,14 @@ class PipePeer(_Peer):
             shape = tuple(posteriors.shape) + (0,) * (w.MAX_NDIM - posteriors.ndim)
             head = w.HEADER_STRUCT.pack(w.MAGIC, w.VERSION, w.MSG_LOSS_REQUEST, 1, posteriors.ndim, 0,
                                         len(name_b), posteriors.nbytes, 0.0, 0, *shape)
-            bufs = [head, name_b + bytes(pad)]
+            bufs: list[Any] = [head, name_b + bytes(pad)]
             if posteriors.flags.c_contiguous:
                 bufs.append(posteriors)
             else:
                 bufs.extend(posteriors)  # rows of a strided slice, as v2 does
             write_all(self.write_fd, bufs)
         else:  # "v1" writes as RETURNN does: the link was made with returnn_style
+            assert self.link is not None
             self.link.send_loss_request(seg_name, posteriors, out=out)
 
     def receive(self, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
@@ -201,6 +210,7 @@ class PipePeer(_Peer):
             bufs = [self._bare_skip] + ([out] if out.flags.c_contiguous else list(out))
             read_all(self.read_fd, bufs)
             return float(shape[0]), out
+        assert self.link is not None
         return self.link.recv_loss_result(shape, out=out)
 
     def close(self) -> None:
@@ -304,6 +314,7 @@ class _Staged:
 
     def get(self, posteriors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.source is not posteriors:
+            assert self.region is not None
             staged = self.region.empty(posteriors.shape)
             np.copyto(staged, posteriors)
             self.arrays = (staged, self.region.empty(posteriors.shape))
@@ -436,10 +447,11 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
             nbytes = post.nbytes
             n = repeats if repeats is not None else _repeats_for(nbytes, budget)
             expected = expected_error_signal(post) if check else None
-            answers = {}
+            answers: dict[str, np.ndarray] = {}
             for t in transports:  # warm-up: first-touch costs of the pipes and the child's buffers
                 _, answers[t] = current[t].roundtrip(post)
-                if check and not isinstance(current[t], EmulatorPeer) and not np.array_equal(answers[t], expected):
+                if (check and not isinstance(current[t], EmulatorPeer)
+                        and not np.array_equal(answers[t], expected)):  # type: ignore[arg-type]
                     raise AssertionError(f"{t}: wrong error signal at size {(time_, labels)}")
             if check and child == "emulator" and "v2" in answers and "v1" in answers:
                 if not np.array_equal(answers["v2"], answers["v1"]):
@@ -456,7 +468,8 @@ def measure_sizes(sizes: Sequence[tuple[int, int]] = SIZES, transports: Sequence
                     for _ in range(block):
                         peer.roundtrip(post)
                     times[t].append((time.perf_counter() - t0) / block)
-            row = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n, "block": block}
+            row: dict[str, Any] = {"time": time_, "labels": labels, "bytes_each_way": nbytes, "rounds": n,
+                                   "block": block}
             for t in transports:
                 med = statistics.median(times[t])
                 row[t] = {"seconds": med, "segments_per_s": 1.0 / med, "gb_per_s": 2 * nbytes / med / 1e9}
@@ -492,7 +505,7 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
-def _rss_probe(argv: Sequence[str]) -> int:
+def rss_probe(argv: Sequence[str]) -> int:
     """In a fresh process: the parent's peak RSS over one round trip, above its idle state."""
     transport, time_, labels = argv[0], int(argv[1]), int(argv[2])
     child = argv[3] if len(argv) > 3 else "pipe"
@@ -535,31 +548,13 @@ def peak_rss_of_roundtrip(time_: int, labels: int, transport: str = "v2", child:
     return res
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """``sprint-control bench``: the child modes of this module, the PyTorch bridge's table (``--torch``,
-    ``bench_torch``; ``--torch --automata``: automata in-process against through a child, ``bench_automata``) and
-    the Ray pool's overhead (``--ray``, ``bench_ray``), else the link's table (``bench_cli``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["--torch", "--automata"]:
-        from .bench_automata import main as automata_main
-
-        return automata_main(argv[2:])
-    if argv[:1] == ["--torch"]:
-        from .bench_torch import main as torch_main
-
-        return torch_main(argv[1:])
-    if argv[:1] == ["--ray"]:
-        from .bench_ray import main as ray_main
-
-        return ray_main(argv[1:])
-    if argv[:1] == ["--pipe-child"]:
-        return child_main(argv[1:])
-    if argv[:1] == ["--rss-probe"]:
-        return _rss_probe(argv[1:])
-    from .bench_cli import run
-
-    return run(argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m sprint_control.tools.bench``: the child modes run here, the command line is bench_cli's
+    # (loaded by name: the module that bench_cli imports never imports it back)
+    if sys.argv[1:2] == ["--pipe-child"]:
+        sys.exit(child_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["--rss-probe"]:
+        sys.exit(rss_probe(sys.argv[2:]))
+    import runpy
+
+    runpy.run_module("sprint_control.tools.bench_cli", run_name="__main__", alter_sys=True)

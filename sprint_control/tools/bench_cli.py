@@ -10,13 +10,14 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Optional, TextIO
 
 import numpy as np
 
 from ..wire import framing
 from . import bench, plot
 from ._cli import OneLineParser, fail, positive_int, writable_file_problem
+from .bench_child import child_main
 
 PROG = "sprint-control bench"
 #: the columns the default output keeps within (the compact table, the wrapped notes, progress lines)
@@ -239,3 +240,31 @@ def run(argv: Sequence[str]) -> int:
             json.dump(doc, f, indent=2)
         print(f"figures written to {args.json}")
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``sprint-control bench``: the child modes of ``bench``, the PyTorch bridge's table (``--torch``,
+    ``bench_torch``; ``--torch --automata``: automata in-process against through a child, ``bench_automata``) and
+    the Ray pool's overhead (``--ray``, ``bench_ray``), else the link's table (``run``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["--torch", "--automata"]:
+        from .bench_automata import main as automata_main
+
+        return automata_main(argv[2:])
+    if argv[:1] == ["--torch"]:
+        from .bench_torch import main as torch_main
+
+        return torch_main(argv[1:])
+    if argv[:1] == ["--ray"]:
+        from .bench_ray import main as ray_main
+
+        return ray_main(argv[1:])
+    if argv[:1] == ["--pipe-child"]:
+        return child_main(argv[1:])
+    if argv[:1] == ["--rss-probe"]:
+        return bench.rss_probe(argv[1:])
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

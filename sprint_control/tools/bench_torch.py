@@ -52,13 +52,13 @@ def ctc_automaton(labels: Sequence[int], blank: int = 0) -> tuple[int, np.ndarra
     lab = np.full(npos, blank, dtype=np.int64)
     lab[1::2] = labels
     pos = np.arange(npos)
-    src = [np.zeros(min(2, npos), np.int64), pos + 1, pos[:-1] + 1]
-    dst = [np.arange(1, min(2, npos) + 1), pos + 1, pos[1:] + 1]
+    src_parts = [np.zeros(min(2, npos), np.int64), pos + 1, pos[:-1] + 1]
+    dst_parts = [np.arange(1, min(2, npos) + 1), pos + 1, pos[1:] + 1]
     skip = pos[1:-2:2] if u > 1 else pos[:0]
     skip = skip[lab[skip + 2] != lab[skip]]
-    src.append(skip + 1)
-    dst.append(skip + 3)
-    src, dst = np.concatenate(src), np.concatenate(dst)
+    src_parts.append(skip + 1)
+    dst_parts.append(skip + 3)
+    src, dst = np.concatenate(src_parts), np.concatenate(dst_parts)
     ends = np.isin(dst, [npos, npos - 1] if u else [npos])
     final = npos + 1
     emission = lab[dst - 1]
@@ -75,13 +75,14 @@ def make_problem(max_time: int, batch: int, num_labels: int, target_len: int, se
     lens = np.linspace(max_time, max(1, (3 * max_time) // 4), batch).round().astype(np.int64)
     target_len = min(target_len, int(lens.min()) // 2) if num_labels > 1 else 0
     targets = rng.integers(1, max(num_labels, 2), size=(batch, target_len))
-    edges, start_end, offset = [], [], 0
+    parts: list[np.ndarray] = []
+    start_end, offset = [], 0
     for b in range(batch):
         n, e = ctc_automaton(targets[b].tolist())
-        edges.append(np.vstack([e[:2] + offset, e[2:], np.full((1, e.shape[1]), b)]))
+        parts.append(np.vstack([e[:2] + offset, e[2:], np.full((1, e.shape[1]), b)]))
         start_end.append((offset, offset + n - 1))
         offset += n
-    edges = np.concatenate(edges, axis=1)
+    edges = np.concatenate(parts, axis=1)
     gen = torch.Generator().manual_seed(seed)
     log_probs = torch.log_softmax(torch.randn(max_time, batch, num_labels, generator=gen), -1)
     automaton = (torch.from_numpy(edges), torch.zeros(edges.shape[1]), torch.from_numpy(np.array(start_end).T.copy()))
@@ -108,8 +109,10 @@ def contenders(problem) -> dict[str, Callable[[], None]]:
         lp = log_probs.detach().requires_grad_()
         torch.nn.functional.ctc_loss(lp, targets, lens, target_lens, reduction="sum").backward()
 
-    return {"fullsum": fullsum("kernel"), "ops": fullsum("ops"), "ctc_loss": ctc,
-            "viterbi": lambda: fullsum_viterbi(log_probs, lens, edges, weights, start_end)}
+    def viterbi() -> None:
+        fullsum_viterbi(log_probs, lens, edges, weights, start_end)
+
+    return {"fullsum": fullsum("kernel"), "ops": fullsum("ops"), "ctc_loss": ctc, "viterbi": viterbi}
 
 
 #: ``wall``: elapsed time; ``process``: CPU time of the whole process (all threads): on a loaded machine the
@@ -215,7 +218,7 @@ def _parse_size(text: str) -> tuple[int, int, int, int]:
     if len(size) != 4 or min(size) < 1 or size[3] * 2 > size[0] or size[2] < 2:
         raise argparse.ArgumentTypeError(
             f"size must be T,B,V,U (frames, sequences, labels >= 2, target length <= T/2), got {text!r}")
-    return size  # type: ignore[return-value]
+    return size[0], size[1], size[2], size[3]
 
 
 def build_parser() -> argparse.ArgumentParser:

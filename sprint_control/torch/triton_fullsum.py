@@ -195,7 +195,7 @@ def fullsum(log_probs: torch.Tensor, layout, need_grad: bool = True):
     fwd, bwd, _ = _kernels(_interpreting())
     src, col, w, states, width = (x if isinstance(x, int) else torch.as_tensor(x, device=dev)
                                   for x in slot_tables(layout, num_labels, "in"))
-    alpha = torch.empty((batch, max_time + 1, states), dtype=torch.float32, device=dev)
+    alpha = torch.empty((batch, max_time + 1, int(states)), dtype=torch.float32, device=dev)
     log_z = torch.full((batch,), float("-inf"), dtype=torch.float32, device=dev)
     if batch:
         fwd[(batch,)](lp, lens, start, final, src, col, w, alpha, log_z, max_time, batch, num_labels,
@@ -207,7 +207,7 @@ def fullsum(log_probs: torch.Tensor, layout, need_grad: bool = True):
     if states2 != states:  # the same states both ways; only the widths may differ
         raise RuntimeError("slot tables disagree on the state count")
     grad = torch.zeros((max_time, batch, num_labels), dtype=torch.float32, device=dev)
-    beta = torch.empty((batch, 2, states), dtype=torch.float32, device=dev)
+    beta = torch.empty((batch, 2, int(states)), dtype=torch.float32, device=dev)
     reachable = torch.isfinite(log_z)
     if batch and bool(reachable.any()):
         bwd[(batch,)](lp, lens, final, dst, ocol, ow, alpha, beta, torch.where(reachable, log_z, 0.0), grad,
@@ -227,13 +227,13 @@ def viterbi(log_probs: torch.Tensor, layout):
     glob = np.repeat(np.arange(ptr.shape[0] - 1), deg)
     seq = np.searchsorted(layout.lo, glob, side="right") - 1
     eid[seq, glob - layout.lo[seq], np.arange(ptr[-1]) - ptr[:-1][glob]] = layout.in_eid
-    src, col, w, eid = (torch.as_tensor(x, device=dev) for x in (src, col, w, eid))
+    src_t, col_t, w_t, eid_t = (torch.as_tensor(x, device=dev) for x in (src, col, w, eid))
     delta = torch.empty((batch, 2, states), dtype=torch.float32, device=dev)
     back = torch.empty((batch, max_time, states), dtype=torch.int32, device=dev)
     score = torch.full((batch,), float("-inf"), dtype=torch.float32, device=dev)
     labels = torch.full((max_time, batch), -1, dtype=torch.int64, device=dev)
     path = torch.full((max_time, batch), -1, dtype=torch.int64, device=dev)
     if batch:
-        vit[(batch,)](lp, lens, start, final, src, col, w, eid, delta, back, score, labels, path, max_time, batch,
-                      num_labels, S=states, W=width)
+        vit[(batch,)](lp, lens, start, final, src_t, col_t, w_t, eid_t, delta, back, score, labels, path, max_time,
+                      batch, num_labels, S=states, W=width)
     return score, labels, path

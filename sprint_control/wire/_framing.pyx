@@ -551,6 +551,8 @@ cdef cnp.ndarray _read_body(int fd, sc_frame_header *h, char *name_buf, object o
         if iov != stack_iov:
             free(iov)
     if mismatch:
+        if h.dtype == SC_DTYPE_NONE:
+            raise ProtocolError(f"expected an array of shape {(<object>out).shape}, the frame carries none")
         raise _mismatch(h, <cnp.ndarray>out)
     return dest
 
@@ -574,6 +576,37 @@ def read_frame(int fd, out=None, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD,
             raise MemoryError()
     try:
         arr = _read_body(fd, &h, name_buf, out, deadline)
+        name = _decode_name(name_buf, h.name_len)
+    finally:
+        if name_buf != small:
+            free(name_buf)
+    return _make_header(&h, name), arr
+
+
+def read_answer(int fd, out, int msg_type, long long seq, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD,
+                uint32_t max_name=w.DEFAULT_MAX_NAME, timeout=None):
+    """Reads one whole frame, the answer to request ``seq``; returns (FrameHeader, ndarray or None).
+
+    The payload lands in ``out`` when the frame is of type ``msg_type``, carries ``seq`` (any, when it
+    is negative) and an array of ``out``'s shape and dtype; any other frame's payload goes to a fresh
+    array, for the caller to judge (an error frame, an answer to another request). The header stays in C until it is returned: name
+    and payload come with one readv after it, as ``read_frame`` reads them.
+    """
+    cdef sc_frame_header h
+    cdef double deadline = _deadline(timeout)
+    cdef char small[256]
+    cdef char *name_buf = small
+    _read_head(fd, &h, max_payload, max_name, deadline)
+    target = None
+    if (out is not None and h.type == msg_type and (seq < 0 or h.seq == <uint64_t>seq)
+            and isinstance(out, np.ndarray) and _out_fits(&h, <cnp.ndarray>out)):
+        target = out
+    if h.name_len > 256:
+        name_buf = <char *>malloc(h.name_len)
+        if name_buf == NULL:
+            raise MemoryError()
+    try:
+        arr = _read_body(fd, &h, name_buf, target, deadline)
         name = _decode_name(name_buf, h.name_len)
     finally:
         if name_buf != small:

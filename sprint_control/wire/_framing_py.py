@@ -66,16 +66,17 @@ def _sendable(array) -> tuple[np.ndarray, int, list]:
         arr = arr.astype(arr.dtype.newbyteorder("="))
         stats["conversions"] += 1
     if arr.flags.c_contiguous:
-        return arr, code, ([memoryview(arr).cast("B")] if arr.size else [])
+        return arr, code, ([arr.data.cast("B")] if arr.size else [])
     if arr.ndim == 2 and arr.strides[1] == arr.itemsize and arr.shape[0] > 0:
         # rows of a strided matrix (e.g. one sequence of a (time, batch, label) batch): one iovec each
-        return arr, code, [memoryview(row).cast("B") for row in arr]
+        return arr, code, [row.data.cast("B") for row in arr]
     arr = np.ascontiguousarray(arr)
     stats["conversions"] += 1
-    return arr, code, [memoryview(arr).cast("B")]
+    return arr, code, [arr.data.cast("B")]
 
 
-def _pack_header(msg_type, name_b, arr, code, value, seq, flags) -> bytes:
+def _pack_header(msg_type: int, name_b: bytes, arr: Optional[np.ndarray], code: int, value: float, seq: int,
+                 flags: int) -> bytes:
     if arr is None:
         shape = (0, 0, 0)
         ndim = 0
@@ -144,15 +145,15 @@ def write_frame(
 ) -> int:
     """Writes one frame to ``fd`` with writev, straight from the array's memory; returns bytes written.
     SIGPIPE is blocked in this thread while it writes: a reader that is gone is ``BrokenPipeError``."""
-    return guarded(_write_frame, fd, msg_type, name, array, value, seq, flags, timeout)
+    return int(guarded(_write_frame, fd, msg_type, name, array, value, seq, flags, timeout))
 
 
 def _write_frame(fd: int, msg_type: int, name, array, value: float, seq: int, flags: int,
                  timeout: Optional[float]) -> int:
     name_b = w.encode_name(name)
-    if array is None:
-        arr, code, bufs = None, 0, []
-    else:
+    arr: Optional[np.ndarray] = None
+    code, bufs = 0, list[memoryview]()
+    if array is not None:
         arr, code, bufs = _sendable(array)
     head = _pack_header(msg_type, name_b, arr, code, value, seq, flags)
     bufs = [memoryview(head)] + bufs
@@ -235,7 +236,7 @@ def _out_buffers(out: np.ndarray) -> list:
     if out.size == 0:
         return []
     if out.flags.c_contiguous:
-        return [memoryview(out).cast("B")]
+        return [out.data.cast("B")]
     if out.ndim == 2 and out.strides[1] == out.itemsize:
         return [memoryview(row).cast("B") for row in out]
     raise ValueError(f"out must be C-contiguous or a matrix with contiguous rows, got strides {out.strides}")
@@ -247,6 +248,8 @@ def read_payload(fd: int, header: w.FrameHeader, out=None, timeout: Optional[flo
     When ``out`` does not fit the announced shape/dtype the payload is drained (the pipe stays in
     step) and ProtocolError is raised.
     """
+    if out is not None and not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if header.dtype is None:
         if out is not None and out.size:
             raise ProtocolError(f"expected an array of shape {out.shape}, the frame carries none")
@@ -262,7 +265,7 @@ def read_payload(fd: int, header: w.FrameHeader, out=None, timeout: Optional[flo
         _read_exact_into(fd, bufs, "payload", deadline)
         return out
     arr = np.empty(header.shape, dtype=header.dtype)
-    _read_exact_into(fd, [memoryview(arr).cast("B")] if arr.size else [], "payload", deadline)
+    _read_exact_into(fd, [arr.data.cast("B")] if arr.size else [], "payload", deadline)
     return arr
 
 
@@ -275,6 +278,42 @@ def read_frame(
     header = read_header(fd, max_payload, max_name, timeout)
     left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
     return header, read_payload(fd, header, out, left)
+
+
+def read_answer(
+    fd: int, out, msg_type: int, seq: int, max_payload: int = w.DEFAULT_MAX_PAYLOAD,
+    max_name: int = w.DEFAULT_MAX_NAME, timeout: Optional[float] = None,
+):
+    """Reads one whole frame, the answer to request ``seq``; returns (FrameHeader, ndarray or None).
+
+    The payload lands in ``out`` when the frame is of type ``msg_type``, carries ``seq`` and an array of
+    ``out``'s shape and dtype (any ``seq``, when it is negative); any other frame's payload goes to a
+    fresh array, for the caller to judge. Name and payload come with one readv after the header.
+    """
+    deadline = _deadline(timeout)
+    fields = _read_header_fields(fd, max_payload, max_name, deadline)
+    header = _make_header(fields, "")
+    name_len = fields[6]
+    tail = bytearray(name_len + w.name_padding(name_len))
+    fits = (isinstance(out, np.ndarray) and header.msg_type == msg_type and (seq < 0 or header.seq == seq)
+            and header.dtype is not None and out.dtype == header.dtype and out.shape == header.shape)
+    if header.dtype is None:
+        arr, bufs = None, []
+    elif fits:
+        arr = out
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        bufs = _out_buffers(out)
+    else:
+        arr = np.empty(header.shape, dtype=header.dtype)
+        bufs = [arr.data.cast("B")] if arr.size else []
+    try:
+        _read_exact_into(fd, [memoryview(tail)] + bufs, "frame", deadline)
+    except TruncatedFrameError as exc:
+        if exc.got < len(tail):
+            raise TruncatedFrameError("segment name", name_len, min(exc.got, name_len)) from None
+        raise TruncatedFrameError("payload", header.payload_len, exc.got - len(tail)) from None
+    return header._replace(name=w.decode_name(bytes(tail[:name_len]))), arr
 
 
 def grow_pipe(fd: int, size: Optional[int] = None) -> Optional[int]:

@@ -10,7 +10,7 @@ Both twins raise the header errors worded here, so they say the same thing.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -56,7 +56,7 @@ DTYPE_INT32 = 4
 DTYPE_UINT8 = 5
 DTYPE_UINT64 = 6  # shared-memory descriptors
 DTYPE_MAX = DTYPE_UINT64
-DTYPE_CODES = {
+DTYPE_CODES: dict[int, np.dtype] = {
     DTYPE_FLOAT32: np.dtype("<f4"),
     DTYPE_UINT32: np.dtype("<u4"),
     DTYPE_FLOAT64: np.dtype("<f8"),
@@ -105,7 +105,7 @@ def name_padding(name_len: int) -> int:
     return (8 - (name_len & 7)) & 7
 
 
-def check_header_fields(fields: tuple, max_payload: int, max_name: int) -> int:
+def check_header_fields(fields: tuple[Any, ...], max_payload: int, max_name: int) -> int:
     """Pure-Python mirror of ``sc_header_check``: the same checks, in the same order."""
     magic, version, msg_type, dtype, ndim, flags, name_len, payload_len, _value, _seq, s0, s1, s2 = fields
     shape = (s0, s1, s2)
@@ -137,7 +137,7 @@ def check_header_fields(fields: tuple, max_payload: int, max_name: int) -> int:
     return OK if n == payload_len else ERR_PAYLOAD_MISMATCH
 
 
-def header_error(code: int, fields: tuple, max_payload: int, max_name: int) -> ProtocolError:
+def header_error(code: int, fields: tuple[Any, ...], max_payload: int, max_name: int) -> ProtocolError:
     """The ProtocolError for a failed header check; the one wording both twins use."""
     magic, version, msg_type, dtype, ndim, flags, name_len, payload_len, _value, _seq, s0, s1, s2 = fields
     shape = (s0, s1, s2)
@@ -185,7 +185,7 @@ def decode_name(raw: bytes) -> str:
         raise ProtocolError(f"segment name is not valid UTF-8: {bytes(raw[:64])!r} ({exc.reason})") from None
 
 
-def encode_name(name) -> bytes:
+def encode_name(name: Union[str, bytes]) -> bytes:
     if isinstance(name, bytes):
         name.decode("utf-8")  # refuse names that the receiver could not decode
         return name

@@ -15,6 +15,7 @@ __all__ = [
     "decode_frame",
     "write_frame",
     "read_frame",
+    "read_answer",
     "read_header",
     "read_payload",
     "grow_pipe",
@@ -28,6 +29,7 @@ encode_frame = _core.encode_frame
 decode_frame = _core.decode_frame
 write_frame = _core.write_frame
 read_frame = _core.read_frame
+read_answer = _core.read_answer
 read_header = _core.read_header
 read_payload = _core.read_payload
 grow_pipe = _core.grow_pipe

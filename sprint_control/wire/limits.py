@@ -8,6 +8,8 @@ limit is set from its pymod-config key ``max_payload`` (bytes); the parent passe
 
 from __future__ import annotations
 
+from typing import Union
+
 from ..errors import ProtocolError
 from .constants import DEFAULT_MAX_NAME, DEFAULT_MAX_PAYLOAD
 
@@ -47,7 +49,7 @@ def check_payload(nbytes: int, limit: int, what: str = "payload", hint: str = ""
         )
 
 
-def check_name(name, limit: int = DEFAULT_MAX_NAME, what: str = "segment name") -> None:
+def check_name(name: Union[str, bytes], limit: int = DEFAULT_MAX_NAME, what: str = "segment name") -> None:
     """Raises ProtocolError (a ValueError) unless ``name`` (str or bytes) fits in ``limit`` bytes of UTF-8.
 
     The v2 frame header bounds a name to ``DEFAULT_MAX_NAME`` bytes; a longer one would end the child,

@@ -155,12 +155,14 @@ class LinkBase:
     def _recv_v1_length(self) -> int:
         if self.timeout is not None:
             self._wait_readable()
+        size: int
         (size,) = LENGTH.unpack(read_exact(self.read_fd, 4, "v1 length prefix"))
         if size <= 0:
             raise ProtocolError(f"v1 length prefix {size} is not positive")
         return size
 
     def _wait_readable(self) -> None:
+        assert self.timeout is not None
         poller = select.poll()
         poller.register(self.read_fd, select.POLLIN)
         if not poller.poll(int(self.timeout * 1000) + 1):

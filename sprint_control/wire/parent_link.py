@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from typing import NamedTuple, Optional
+from typing import NamedTuple, NoReturn, Optional
 
 import numpy as np
 
@@ -78,8 +78,11 @@ class ParentLink(LinkBase):
         if self.protocol == PROTOCOL_V2:  # a v2 frame header bounds the name; v1 does not
             check_name(seg_name)
 
-    def _begin(self, command: str, seg_name: str = "", shape=None, shared=None, seq: Optional[int] = None) -> int:
-        self._check_idle()
+    def _begin(self, command: str, seg_name: str = "", shape=None, shared=None, seq: Optional[int] = None,
+               idle: bool = False) -> int:
+        """Records the request as pending; ``idle``: the caller has just checked that none is."""
+        if not idle:
+            self._check_idle()
         if seq is None:
             seq = self._next_seq() if self.protocol == PROTOCOL_V2 else 0
         self._pending = PendingRequest(command, seg_name, seq, shape, shared)
@@ -171,32 +174,38 @@ class ParentLink(LinkBase):
 
     # -- loss requests ------------------------------------------------------------------------------
 
-    def send_loss_request(self, seg_name: str, posteriors: np.ndarray, out: Optional[np.ndarray] = None) -> None:
+    def send_loss_request(self, seg_name: str, posteriors: np.ndarray, out: Optional[np.ndarray] = None, *,
+                          checked: bool = False) -> None:
         """Asks for loss and error signal of one segment; posteriors (time, label) float32.
 
         On v2 a row-strided slice of a (time, batch, label) batch is written row by row, uncopied.
         With a shared region, only a descriptor is sent: posteriors that already lie in the region
         are not copied at all, others once into this link's slot; ``out`` (the destination that
         ``recv_loss_result`` will be given) lets the child write the error signal straight there.
+        ``checked``: the caller has checked the name and the payload limit already (the parent's
+        instance does, once per request), so they are not checked again here.
         """
         post = np.asarray(posteriors)
         if post.ndim != 2:
             raise ValueError(f"posteriors must be a (time, label) matrix, got shape {post.shape}")
         shape = (int(post.shape[0]), int(post.shape[1]))
         self._check_idle()
-        self._check_name(seg_name)
+        if not checked:
+            self._check_name(seg_name)
         if (self.shm is not None and post.nbytes >= self.shm.inline_below
                 and self._send_shared_request(seg_name, post, out)):
             return
-        # what the child would refuse is refused here, before a byte is written: its limit is the
-        # same option (max_payload) this link was given
-        check_payload(shape[0] * shape[1] * 4, self.max_payload, f"posteriors of segment {seg_name!r}")
-        seq = self._begin(_LOSS, seg_name, shape)
+        if self.protocol != PROTOCOL_V2:
+            post = np.ascontiguousarray(post, dtype=np.float32)
+        if not checked:
+            # what the child would refuse is refused here, before a byte is written: its limit is the
+            # same option (max_payload) this link was given
+            check_payload(post.nbytes, self.max_payload, f"posteriors of segment {seg_name!r}")
+        seq = self._begin(_LOSS, seg_name, shape, idle=True)
         if self.protocol == PROTOCOL_V2:
             self._write_request(w.MSG_LOSS_REQUEST, seg_name, post, seq)
         else:
-            arr = np.ascontiguousarray(post, dtype=np.float32)
-            self._write_request_v1((_LOSS, seg_name, shape[0], arr))
+            self._write_request_v1((_LOSS, seg_name, shape[0], post))
 
     def recv_loss_result(self, shape: tuple[int, int], out: Optional[np.ndarray] = None
                          ) -> tuple[float, np.ndarray]:
@@ -218,13 +227,12 @@ class ParentLink(LinkBase):
         return result
 
     def _recv_framed_result(self, pending: PendingRequest, out: Optional[np.ndarray]) -> tuple[float, np.ndarray]:
-        header = framing.read_header(self.read_fd, max_payload=self.max_payload, timeout=self.timeout)
+        # one call into the framing core: the header is checked there, name and error signal come with
+        # one readv, into ``out`` only for a LOSS_RESULT of this request's sequence number and shape;
+        # anything else lands in a fresh array and is judged below
+        header, arr = framing.read_answer(self.read_fd, out, w.MSG_LOSS_RESULT, pending.seq,
+                                          max_payload=self.max_payload, timeout=self.timeout)
         self._check_answer(header, pending)
-        # ``out`` only takes a LOSS_RESULT payload; an ERROR frame carries its own bytes
-        target = out if header.msg_type == w.MSG_LOSS_RESULT else None
-        if target is not None and (tuple(header.shape) != pending.shape or header.dtype != np.float32):
-            target = None  # refused below, before the caller's buffer is touched
-        arr = framing.read_payload(self.read_fd, header, out=target, timeout=self.timeout)
         if header.msg_type != w.MSG_LOSS_RESULT:
             self._raise_unexpected(header, arr, "LOSS_RESULT")
         if tuple(header.shape) != pending.shape or header.dtype != np.float32:
@@ -253,12 +261,14 @@ class ParentLink(LinkBase):
         slot = self._slots.get(which)
         if slot is None or slot.size < rows * cols:
             self._slots.pop(which, None)
+            assert self.shm is not None  # only the shared-memory path has slots
             slot = self.shm.empty((max(rows * cols, 1),), np.float32)
             self._slots[which] = slot
         return slot[: rows * cols].reshape(rows, cols)
 
     def _send_shared_request(self, seg_name: str, post: np.ndarray, out: Optional[np.ndarray]) -> bool:
         region = self.shm
+        assert region is not None  # only called with a shared region
         rows, cols = post.shape
         try:
             where_in = region.locate(post)
@@ -273,6 +283,7 @@ class ParentLink(LinkBase):
                 # it is (no copy out); with one outside the region, the reused slot is copied from
                 target = region.empty((rows, cols)) if out is None else self._slot("out", rows, cols)
                 where_out = region.locate(target)
+            assert where_in is not None and where_out is not None and target is not None  # both blocks lie in it
         except MemoryError as exc:  # the region reached its cap: this segment takes the pipe
             logger.warning("shared region full (%s); sending %r through the pipe", exc, seg_name)
             return False
@@ -286,11 +297,12 @@ class ParentLink(LinkBase):
         seq = self._next_seq()
         desc = shm.Descriptor(generation, where_in[0], where_in[1], where_out[0], where_out[1], rows, cols, seq)
         shared = SharedExchange(desc, target, out is not None and target is out)
-        self._begin(_LOSS, seg_name, (rows, cols), shared, seq=seq)
+        self._begin(_LOSS, seg_name, (rows, cols), shared, seq=seq, idle=True)  # idle: send_loss_request checked
         self._write_request(w.MSG_LOSS_REQUEST, seg_name, desc.to_array(), seq, flags=w.FLAG_SHM)
         return True
 
     def _recv_shared_result(self, pending: PendingRequest, out: Optional[np.ndarray]) -> tuple[float, np.ndarray]:
+        assert pending.shared is not None
         desc, target, in_place = pending.shared
         header, arr = self._read_frame()
         self._check_answer(header, pending)
@@ -316,7 +328,7 @@ class ParentLink(LinkBase):
         if self.protocol == PROTOCOL_V2:
             self._write_request(w.MSG_FSA_REQUEST, seg_name, None, seq)
             header, arr = self._read_frame()
-            self._check_answer(header, self._pending)
+            self._check_answer(header, self._expect(_FSA))
             if header.msg_type != w.MSG_FSA_RESULT:
                 self._raise_unexpected(header, arr, "FSA_RESULT")
             if arr is None or arr.ndim != 2 or arr.shape[0] != 4 or arr.dtype != np.uint32:
@@ -343,7 +355,9 @@ class ParentLink(LinkBase):
                 self._pending = None  # not encodable: nothing was written
                 raise
             header, arr = self._read_frame()
-            self._check_answer(header, self._pending)
+            pending = self._pending
+            assert pending is not None  # set by _begin above
+            self._check_answer(header, pending)
             if header.msg_type != w.MSG_CONTROL:
                 self._raise_unexpected(header, arr, "CONTROL")
             answer = self._control_of(arr)
@@ -364,7 +378,7 @@ class ParentLink(LinkBase):
 
     # -- failures ------------------------------------------------------------------------------------
 
-    def _raise_unexpected(self, header, arr, expected: str):
+    def _raise_unexpected(self, header: w.FrameHeader, arr: Optional[np.ndarray], expected: str) -> NoReturn:
         if header.msg_type == w.MSG_ERROR:
             self._pending = None  # the child answered, with its failure: the stream is in step
             text = bytes(arr).decode("utf-8", "replace") if arr is not None else ""
@@ -381,7 +395,7 @@ class ParentLink(LinkBase):
             self._raise_v1_failure(answer)
         raise ProtocolError(f"expected a {expected} frame, got {w.MSG_NAMES.get(header.msg_type)}")
 
-    def _raise_v1_failure(self, answer: tuple):
+    def _raise_v1_failure(self, answer: tuple) -> NoReturn:
         if answer[0] == "exception":
             self._pending = None
             text = str(answer[1]) if len(answer) > 1 else ""

@@ -22,7 +22,6 @@ from .link import PROTOCOL_V1, PROTOCOL_V2, SUPPORTED_PROTOCOLS
 from .parent_link import UNMATCHED, ParentLink, PendingRequest
 from .server import CommandServer, Reply
 from .v1 import INIT_VERSION, V1_MAX_MESSAGE, SafeUnpickler, array_from_bytes, decode_v1, encode_v1
-from .v1 import unpickle_v1 as _unpickle_v1  # noqa: F401 - its name here before the split; still looked up
 
 __all__ = [
     "PROTOCOL_V1",

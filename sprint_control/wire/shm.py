@@ -121,7 +121,7 @@ class SharedRegion:
         self._lock = threading.Lock()
         self._mapping = _Mapping(fd, size)
         self._older: list = []  # weakrefs of older mappings still used by arrays
-        self._free: list = [(0, size)]  # sorted (offset, length) holes, for ``empty``
+        self._free: list[tuple[int, int]] = [(0, size)]  # sorted (offset, length) holes, for ``empty``
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -226,7 +226,8 @@ class SharedRegion:
         # and the block returns to the free list only with the last of them.
         owner = np.frombuffer(memoryview(mapping.mm)[offset : offset + length], dtype=np.uint8)
         weakref.finalize(owner, self._give_back, offset, length)
-        return owner[:nbytes].view(dt).reshape(shape)
+        view: np.ndarray = owner[:nbytes].view(dt).reshape(shape)
+        return view
 
     def zeros(self, shape, dtype=np.float32) -> np.ndarray:
         arr = self.empty(shape, dtype)

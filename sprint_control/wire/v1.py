@@ -11,7 +11,7 @@ import codecs
 import io
 import pickle
 import struct
-from typing import Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def array_from_bytes(data, dtype, shape) -> np.ndarray:
 
 def _checked_dtype(*args, **kwargs) -> np.dtype:
     try:
-        dt = np.dtype(*args, **kwargs)
+        dt: np.dtype = np.dtype(*args, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"bad dtype in a v1 message: {exc}") from None
     if dt.hasobject or dt.kind not in "biufc":
@@ -159,7 +159,7 @@ def _safe_scalar(dtype, data=None):
     return _scalar(dtype, data) if data is not None else _scalar(dtype)
 
 
-_ALLOWED_GLOBALS = {}
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {}
 for _mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
     _ALLOWED_GLOBALS[(_mod, "_reconstruct")] = _safe_reconstruct
     _ALLOWED_GLOBALS[(_mod, "scalar")] = _safe_scalar
@@ -171,7 +171,7 @@ _ALLOWED_GLOBALS[("returnn.util.task_system", "make_numpy_ndarray_fromstring")] 
 _ALLOWED_GLOBALS[("_codecs", "encode")] = _safe_codecs_encode  # how protocol 2 pickles bytes
 
 
-class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class SafeUnpickler(pickle._Unpickler):
     """An unpickler that resolves only the globals array messages need; anything else raises
     ProtocolError before any code runs.
 
@@ -184,7 +184,7 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     itself writes: numpy's ``dtype.__setstate__`` crashes the interpreter on some malformed states.
     """
 
-    dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict[int, Any]] = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
 
     def __init__(self, file, size: Optional[int] = None):
         super().__init__(file)
@@ -213,7 +213,7 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             _check_dtype_state(inst, state)
         else:
             raise ProtocolError(f"v1 message sets the state of a {type(inst).__name__}, which is not allowed")
-        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+        pickle._Unpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = _load_build
 
@@ -230,11 +230,11 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         raise ProtocolError("v1 message uses a persistent id, which is not allowed")
 
 
-class _ReturnnStylePickler(pickle._Pickler):  # type: ignore[name-defined,misc]
+class _ReturnnStylePickler(pickle._Pickler):
     """RETURNN's v1 writer, for interop fixtures and the v1 benchmark: the pure-Python pickler,
     arrays as a call to ``returnn.util.task_system.make_numpy_ndarray_fromstring``."""
 
-    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict[Any, Any]] = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
 
     def _save_ndarray(self, obj):
         self.save_global(array_from_bytes, name="make_numpy_ndarray_fromstring")

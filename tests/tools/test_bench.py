@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from support import close_fds, extra_reason
 
-from sprint_control.tools import bench, bench_child
+from sprint_control.tools import bench, bench_child, bench_cli
 from sprint_control.wire import framing
 from sprint_control.wire.protocol import ChildLink, ParentLink
 from sprint_control.wire.shm import SharedRegion
@@ -160,9 +160,9 @@ def test_emulator_peer_answers_the_same_on_v1_and_v2():
 
 def test_bench_tool_rejects_bad_arguments():
     with pytest.raises(SystemExit):
-        bench.main(["--sizes", "12"])
+        bench_cli.main(["--sizes", "12"])
     with pytest.raises(SystemExit):
-        bench.main(["--child", "emulator", "--transports", "v1c"])
+        bench_cli.main(["--child", "emulator", "--transports", "v1c"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason='needs the torch extra: pip install "sprint_control[torch]"')
 
-from sprint_control.tools import bench, bench_automata  # noqa: E402
+from sprint_control.tools import bench_automata  # noqa: E402
+from sprint_control.tools import bench_cli as bench  # noqa: E402
 
 
 def test_the_automata_bench_through_sprint_control_bench(tmp_path, capsys):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sprint_control import cli
-from sprint_control.tools import bench
+from sprint_control.tools import bench, bench_cli
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -62,7 +62,7 @@ def test_option_errors_are_one_line_and_come_before_the_run(command, argv, words
     if command == "demo":
         status = _status(lambda: cli.main(["demo", *argv]))
     else:
-        status = _status(lambda: bench.main(["--no-rss", *argv]))
+        status = _status(lambda: bench_cli.main(["--no-rss", *argv]))
     assert status == 2
     line = _one_line(capsys.readouterr().err)
     assert line.startswith(f"sprint-control {command}: error: ")
@@ -81,7 +81,7 @@ def test_demo_refuses_a_sprint_exec_that_is_not_executable(tmp_path, capsys, not
 
 
 def test_bench_refuses_a_json_target_that_is_a_directory(tmp_path, capsys, nothing_runs):
-    assert _status(lambda: bench.main(["--json", str(tmp_path)])) == 2
+    assert _status(lambda: bench_cli.main(["--json", str(tmp_path)])) == 2
     assert "is a directory" in _one_line(capsys.readouterr().err)
 
 

@@ -62,19 +62,19 @@ def test_cli_without_command_and_bench_dispatch(capsys, monkeypatch):
             seen["args"] = args
             return 0
 
-    monkeypatch.setitem(sys.modules, "sprint_control.tools.bench", FakeBench)
+    monkeypatch.setitem(sys.modules, "sprint_control.tools.bench_cli", FakeBench)
     import sprint_control.tools
 
-    monkeypatch.setattr(sprint_control.tools, "bench", FakeBench, raising=False)
+    monkeypatch.setattr(sprint_control.tools, "bench_cli", FakeBench, raising=False)
     assert cli.main(["bench", "--sizes", "100,88", "--repeats", "1"]) == 0
     assert seen["args"] == ["--sizes", "100,88", "--repeats", "1"]
 
 
 def test_cli_bench_missing_module(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "sprint_control.tools.bench", None)  # import fails
+    monkeypatch.setitem(sys.modules, "sprint_control.tools.bench_cli", None)  # import fails
     import sprint_control.tools
 
-    monkeypatch.delattr(sprint_control.tools, "bench", raising=False)
+    monkeypatch.delattr(sprint_control.tools, "bench_cli", raising=False)
     assert cli.main(["bench"]) == 2
     assert "not available" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from support import extra_reason
 
-from sprint_control.tools import bench, demo, plot
+from sprint_control.tools import bench_cli, demo, plot
 from sprint_control.tools.demo import DemoReport, EpochStats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -83,7 +83,7 @@ def test_plot_demo_draws_loss_and_speed(tmp_path):
 def test_bench_and_demo_commands_write_their_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason=extra_reason("matplotlib"))
     png = tmp_path / "bench.png"
-    assert bench.main(["--child", "pipe", "--sizes", "2,3", "40,50", "--transports", "v2", "bare", "shm-region",
+    assert bench_cli.main(["--child", "pipe", "--sizes", "2,3", "40,50", "--transports", "v2", "bare", "shm-region",
                        "--repeats", "1", "--no-rss", "--plot", str(png)]) == 0
     _check_png(png)
     assert f"plot written to {png}" in capsys.readouterr().out.splitlines()
@@ -100,7 +100,7 @@ def test_without_matplotlib_the_flag_says_how_to_install_it(monkeypatch, capsys,
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # ``import matplotlib`` raises ImportError
     with pytest.raises(plot.PlotUnavailable, match=r'pip install "sprint_control\[plot\]"'):
         plot.plot_demo(_report(), str(tmp_path / "x.png"))
-    for main in (bench.main, demo.main):
+    for main in (bench_cli.main, demo.main):
         with pytest.raises(SystemExit) as exc:
             main(["--plot", str(tmp_path / "x.png")])  # refused at parsing, before any measurement
         assert exc.value.code == 2

@@ -375,3 +375,61 @@ def test_round_trip_through_another_process(framing_impl, peer, shape, dtype):
         proc.wait(timeout=30)
         os.close(c2p_r)
     assert proc.returncode == 0
+
+
+# -- read_answer: the parent's receive path ----------------------------------------------------------
+
+
+def _answer_pipe(framing_impl, *frames):
+    r, wfd = os.pipe()
+    for frame in frames:
+        os.write(wfd, frame)
+    os.close(wfd)
+    return r
+
+
+@pytest.mark.parametrize("seq,msg_type,shape,lands", [
+    (7, 2, (2, 3), True),  # the answer: into out
+    (6, 2, (2, 3), False),  # another request's answer
+    (7, 2, (3, 2), False),  # another shape
+    (-1, 2, (2, 3), True),  # any sequence number
+])
+def test_read_answer_uses_out_only_for_the_awaited_answer(framing_impl, seq, msg_type, shape, lands):
+    arr = np.arange(6, dtype=np.float32).reshape(shape)
+    r = _answer_pipe(framing_impl, framing_impl.encode_frame(msg_type, "seg", arr, value=1.5, seq=7))
+    out = np.full((2, 3), -1.0, np.float32)
+    try:
+        header, got = framing_impl.read_answer(r, out, 2, seq, timeout=2.0)
+    finally:
+        os.close(r)
+    assert (header.seq, header.name, header.value, header.shape) == (7, "seg", 1.5, shape)
+    assert (got is out) == lands
+    np.testing.assert_array_equal(got, arr)
+    if not lands:
+        assert (out == -1.0).all()
+
+
+def test_read_answer_reads_an_error_frame_into_a_fresh_array(framing_impl):
+    text = np.frombuffer(b"Traceback ...", np.uint8)
+    r = _answer_pipe(framing_impl, framing_impl.encode_frame(_wire.MSG_ERROR, "seg", text, seq=0))
+    out = np.full((2, 3), -1.0, np.float32)
+    try:
+        header, got = framing_impl.read_answer(r, out, _wire.MSG_LOSS_RESULT, 7, timeout=2.0)
+    finally:
+        os.close(r)
+    assert header.msg_type == _wire.MSG_ERROR and bytes(got) == b"Traceback ..."
+    assert (out == -1.0).all()
+
+
+def test_read_answer_then_the_next_frame_is_in_step(framing_impl):
+    a = np.ones((2, 3), np.float32)
+    r = _answer_pipe(framing_impl, framing_impl.encode_frame(2, "x" * 300, a, seq=1),
+                     framing_impl.encode_frame(2, "y", 2 * a, seq=2))
+    try:
+        out = np.empty((2, 3), np.float32)
+        first = framing_impl.read_answer(r, out, 2, 1, timeout=2.0)
+        second = framing_impl.read_answer(r, None, 2, 2, timeout=2.0)
+    finally:
+        os.close(r)
+    assert first[0].name == "x" * 300 and first[1] is out and (out == 1).all()
+    assert second[0].name == "y" and (second[1] == 2).all()
