@@ -49,3 +49,18 @@ def writable_file_problem(path: str) -> Optional[str]:
     if os.path.exists(path) and not os.access(path, os.W_OK):
         return f"cannot write {path}: the file is not writable"
     return None
+
+
+def parse_torch_bench_args(prog: str, parser: argparse.ArgumentParser, argv: Optional[list] = None):
+    """``(args, torch)`` of a ``bench --torch`` command line: ``--json`` checked writable and torch
+    imported before anything is measured, each failure one line naming what to do."""
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if getattr(args, "json", None):
+        problem = writable_file_problem(args.json)
+        if problem:
+            fail(prog, f"--json: {problem}")
+    try:
+        import torch
+    except ImportError:
+        fail(prog, 'needs PyTorch: pip install "sprint_control[torch]"')
+    return args, torch

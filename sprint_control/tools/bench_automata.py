@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Optional
 
-from ._cli import OneLineParser, fail, positive_int, writable_file_problem
+from ._cli import OneLineParser, parse_torch_bench_args, positive_int
 
 PROG = "sprint-control bench --torch --automata"
 CRITERIA = ("ctc", "fsa")
@@ -105,15 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.json:
-        problem = writable_file_problem(args.json)
-        if problem:
-            fail(PROG, f"--json: {problem}")
-    try:
-        import torch
-    except ImportError:
-        fail(PROG, "needs PyTorch: pip install sprint_control[torch]")
+    args, torch = parse_torch_bench_args(PROG, build_parser(), None if argv is None else list(argv))
     sources = [measure_sources(args.segments, c, args.repeats) for c in args.criteria]
     conversion = measure_conversion(args.edges, max(args.repeats, 5))
     print(f"sprint_control bench --torch --automata: torch {torch.__version__}; one batch of {args.segments} "

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ._cli import OneLineParser, fail, positive_int, writable_file_problem
+from ._cli import OneLineParser, parse_torch_bench_args, positive_int
 
 PROG = "sprint-control bench --torch"
 #: (T, B, V, U): frames, sequences, labels (blank included), target labels per sequence
@@ -236,15 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.json:
-        problem = writable_file_problem(args.json)
-        if problem:
-            fail(PROG, f"--json: {problem}")
-    try:
-        import torch
-    except ImportError:
-        fail(PROG, "needs PyTorch: pip install sprint_control[torch]")
+    args, torch = parse_torch_bench_args(PROG, build_parser(), None if argv is None else list(argv))
     from .. import fsa
 
     rows = measure_sizes(args.sizes, args.threads, args.repeats, args.contenders, args.clock)

@@ -167,7 +167,8 @@ def test_a_fork_while_another_thread_holds_a_lock_does_not_block_the_copy(emulat
             assert BELONGS in result, result
             result = in_copy(lambda: pool.instances[0].get_loss_and_error_signal(tags[0], post[:10, 0]))
             assert result != "BLOCKED" and BELONGS in result, result
-            result = in_copy(lambda: SprintInstancePool.get_global_instance({"numInstances": 1}) is not pool)
+            result = in_copy(lambda: SprintInstancePool.get_global_instance(
+                {"numInstances": 1, "sprintExecPath": opts["sprintExecPath"]}) is not pool)
             assert result is True, result
             result = in_copy(lambda: pool.close())  # quiet, and no wait for the lock
             assert result is None, result
