@@ -17,6 +17,13 @@ def batch_layout(
     start_end_states: npt.ArrayLike,
     ranges: Optional[npt.ArrayLike] = ...,
 ) -> BatchLayout: ...
+def shared_layout(
+    shape: tuple[int, ...],
+    seq_lengths: npt.ArrayLike,
+    edges: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    start_end_states: npt.ArrayLike,
+) -> BatchLayout: ...
 def fullsum(
     log_probs: npt.ArrayLike,
     seq_lengths: npt.ArrayLike,
@@ -29,6 +36,10 @@ def fullsum(
     edge_out: Optional[np.ndarray] = ...,
     num_threads: int = ...,
     ranges: Optional[npt.ArrayLike] = ...,
+    layout: Optional[BatchLayout] = ...,
+    shared: bool = ...,
+    leak: float = ...,
+    leak_init: Optional[npt.ArrayLike] = ...,
 ) -> np.ndarray: ...
 def forward_backward(
     log_probs: npt.ArrayLike,

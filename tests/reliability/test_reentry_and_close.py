@@ -54,7 +54,7 @@ def test_a_signal_handler_calling_the_pool_during_its_batch_is_refused(mode):
     assert refused, lines
     for line in refused:
         assert line.startswith("SprintControlError: ") and REENTRY in line, line
-    assert outer == ["right"] * 20, outer
+    assert len(outer) >= 20 and outer == ["right"] * len(outer), outer
     assert "restarts 0" in lines, lines
 
 
