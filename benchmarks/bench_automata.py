@@ -6,13 +6,7 @@ from __future__ import annotations
 
 import time
 
-
-def _torch():
-    try:
-        import torch
-    except ImportError:  # asv skips a benchmark whose setup raises NotImplementedError
-        raise NotImplementedError("PyTorch is not installed") from None
-    return torch
+from . import _extras
 
 
 class AutomataSource:
@@ -26,7 +20,7 @@ class AutomataSource:
     timeout = 300
 
     def setup(self, source, criterion):
-        _torch()
+        _extras.torch()
         from sprint_control.emulator.builder import AllophoneStateFsaBuilder
         from sprint_control.parent import SprintPool, emulator_command
         from sprint_control.tools.bench_automata import emulator_args
@@ -64,7 +58,7 @@ class WeightedFsaConversion:
     num_edges = 1_000_000
 
     def setup(self, index_dtype):
-        torch = _torch()
+        torch = _extras.torch()
         from sprint_control.torch import Automaton, as_weighted_fsa
 
         dtype = getattr(torch, index_dtype)

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from . import _extras
+
 #: (time, labels) -> (T, B, V, U) of ``sprint_control.tools.bench_torch.SIZES``
 SIZE_LIST = [(100, 40), (500, 80), (1000, 100)]
 BATCH = {100: 8, 500: 16, 1000: 32}
@@ -23,13 +25,6 @@ def problem(size):
     return max_time, BATCH.get(max_time, 2), max(labels, 2), max_time // 5
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:  # asv skips a benchmark whose setup raises NotImplementedError
-        raise NotImplementedError('needs the torch extra: pip install "sprint_control[torch]"') from None
-    return torch
-
 
 class _Contenders:
     params = [SIZE_LIST, [1, 2]]
@@ -39,7 +34,7 @@ class _Contenders:
     timeout = 600
 
     def setup(self, size, threads):
-        torch = _torch()
+        torch = _extras.torch()
         from sprint_control.tools import bench_torch
 
         self._threads = torch.get_num_threads()
@@ -47,7 +42,7 @@ class _Contenders:
         self.calls = bench_torch.contenders(bench_torch.make_problem(*problem(size)))
 
     def teardown(self, size, threads):
-        _torch().set_num_threads(self._threads)
+        _extras.torch().set_num_threads(self._threads)
 
 
 class FullSum(_Contenders):
@@ -112,7 +107,7 @@ class FullSumRatios(_Contenders):
     track_fullsum_over_ctc_loss.unit = "ratio"
 
     def track_two_threads_over_one(self, size):
-        torch = _torch()
+        torch = _extras.torch()
 
         def on(n):
             def run():
@@ -138,7 +133,7 @@ class SprintLossBackward:
     timeout = 300
 
     def setup(self):
-        torch = _torch()
+        torch = _extras.torch()
         from sprint_control.torch import sprint_loss
 
         shape = self.batch_shape
@@ -179,7 +174,7 @@ class LfMmi:
     timeout = 300
 
     def setup(self, order):
-        torch = _torch()
+        torch = _extras.torch()
         from sprint_control.fsa.denominator import denominator_graph, label_ngram
         from sprint_control.tools import bench_torch
         from sprint_control.torch.lfmmi import _replicated
@@ -193,7 +188,7 @@ class LfMmi:
         self.args = (log_probs, lens, automaton)
 
     def teardown(self, order):
-        _torch().set_num_threads(self._threads)
+        _extras.torch().set_num_threads(self._threads)
 
     def time_lfmmi(self, order):
         from sprint_control.torch import lfmmi_loss
