@@ -161,10 +161,7 @@ class SprintInstancePool:
         """At the top of every public method, before any lock: refuses a forked copy and a call from
         a signal handler of the thread inside one of this pool's calls."""
         fork_guard.check_owner(self.owner_pid, "pool")
-        if self._batch_thread == threading.get_ident():
-            raise SprintControlError(
-                "this pool was re-entered: the calling thread is inside one of its calls (a call from a signal"
-                " handler?); a pool serves one call at a time per thread: call it after the interrupted one returned")
+        fork_guard.check_not_reentered(self._batch_thread)
 
     @contextmanager
     def _batch(self) -> Iterator[None]:

@@ -5,9 +5,11 @@ into one (time, batch, label) output array."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -18,6 +20,7 @@ from ..parent import (
     DEFAULTS,
     SegmentResult,
     SprintPool,
+    fork_guard,
     merge_automata,
     schedule_longest_first,
 )
@@ -87,7 +90,9 @@ class RaySprintPool:
         self.reject_non_finite = probe.reject_non_finite
         self._actor_args = (sprint_exec, sprint_args, options)
         self.max_num_instances = num_instances
+        self.owner_pid = os.getpid()  # a forked copy refuses every call (fork_guard)
         self.lock = threading.RLock()
+        self._calling_thread: Optional[int] = None  # the thread inside a call, for the re-entry check
         self.closed = False
         self.slots: list[ActorSlot] = []
         self._placement_group: Any = None
@@ -118,10 +123,24 @@ class RaySprintPool:
         if self.closed:
             raise SprintControlError("this pool is closed")
 
-    def start(self) -> RaySprintPool:
-        """Starts every actor and its child now (they start together); waits until all run."""
+    @contextmanager
+    def _call(self) -> Iterator[None]:
+        """The pool's lock for one call, after the checks that must come before it: not in a forked copy
+        (the lock may be held for ever there), not re-entered from a signal handler of the calling
+        thread, not closed."""
+        fork_guard.check_owner(self.owner_pid, "Ray pool")
+        fork_guard.check_not_reentered(self._calling_thread)
         with self.lock:
             self._check_open()
+            self._calling_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._calling_thread = None
+
+    def start(self) -> RaySprintPool:
+        """Starts every actor and its child now (they start together); waits until all run."""
+        with self._call():
             try:
                 self._ready()
             except BaseException:
@@ -146,7 +165,10 @@ class RaySprintPool:
             slot.wait_ready(self._start_bound())
 
     def close(self) -> None:
-        """Ends every child and actor (the child's exit first, bounded) and what the pool made in Ray."""
+        """Ends every child and actor (the child's exit first, bounded) and what the pool made in Ray.
+        In a forked copy it does nothing: the actors are the parent's."""
+        if fork_guard.in_copy(self.owner_pid):
+            return
         with self.lock:
             self.closed = True
             if not ray.is_initialized():  # Ray was shut down under the pool: its actors went with it
@@ -186,14 +208,16 @@ class RaySprintPool:
     def actor_info(self) -> list[Optional[dict[str, Any]]]:
         """Per child, asked of its actor now: node id and address, host name, actor pid, Sprint child pid,
         segments done (None: no actor running)."""
-        with self.lock:
+        with self._call():
             return [slot.refresh(self._start_bound()) for slot in self.slots]
 
     def empty(self, shape, dtype=np.float32) -> np.ndarray:
         """An array for batch data (the actors' nodes have their own memory: an ordinary array)."""
+        fork_guard.check_owner(self.owner_pid, "Ray pool")
         return np.empty(shape, dtype)
 
     def zeros(self, shape, dtype=np.float32) -> np.ndarray:
+        fork_guard.check_owner(self.owner_pid, "Ray pool")
         return np.zeros(shape, dtype)
 
     def get_batch_loss_and_error_signal(self, log_posteriors: np.ndarray, seq_lengths: Sequence[int],
@@ -208,8 +232,7 @@ class RaySprintPool:
         error_signal = np.empty(post.shape, dtype=np.float32)
         error_signal[:, lengths == 0] = 0  # nothing to compute: loss 0, no error signal, no round trip
         started = time.perf_counter()
-        with self.lock:
-            self._check_open()
+        with self._call():
             self._ready()
             jobs = [[b for b in job if lengths[b] > 0]
                     for job in schedule_longest_first(lengths, self.max_num_instances)]
@@ -253,8 +276,7 @@ class RaySprintPool:
         """One automaton for the batch, as ``SprintInstancePool.get_automata_for_batch``."""
         names = tag_names(tags)
         parts: list[Any] = [None] * len(names)
-        with self.lock:
-            self._check_open()
+        with self._call():
             self._ready()
             n = self.max_num_instances
             shares = [(slot, list(range(i, len(names), n))) for i, slot in enumerate(self.slots) if i < len(names)]

@@ -6,65 +6,16 @@ the pool's lock at the fork; ``close()`` in a copy leaves the parent's children 
 from __future__ import annotations
 
 import logging
-import os
-import pickle
-import select
-import signal
 import threading
-import time
-import warnings
 
 import numpy as np
 import pytest
+from support import COPY_BOUND, in_copy
 
 from sprint_control import SprintPool
 from sprint_control.parent import SprintInstancePool
 
-#: a refusal is immediate; a copy still running after this is blocked (on a lock held at the fork)
-COPY_BOUND = 10.0
-
 BELONGS = "belongs to another process"
-
-
-def in_copy(fn):
-    """Runs ``fn()`` in a forked copy of this process; returns what it returned (or the text of
-    what it raised), or "BLOCKED" when the copy did not end within ``COPY_BOUND`` (it is killed)."""
-    r, w = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork of a process with threads
-        pid = os.fork()
-    if pid == 0:  # the copy: always ends here, with os._exit
-        code = 0
-        try:
-            os.close(r)
-            try:
-                result = fn()
-            except BaseException as exc:  # noqa: BLE001 - reported to the test
-                result = f"raised {type(exc).__name__}: {exc}"
-            os.write(w, pickle.dumps(result))
-        except BaseException:  # noqa: BLE001
-            code = 3
-        finally:
-            os._exit(code)
-    os.close(w)
-    data = b""
-    deadline = time.monotonic() + COPY_BOUND
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return "BLOCKED"
-            chunk = os.read(r, 1 << 16)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(r)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"the copy ended with status {status}"
-    return pickle.loads(data)
 
 
 def _batch(n=2, labels=11, frames=(10, 6)):
