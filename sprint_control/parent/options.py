@@ -166,14 +166,19 @@ FIELDS = tuple(f.name for f in dataclasses.fields(ParentOptions))
 POOL_FIELDS = ("num_instances", "restart_dead", "gather", "shm", "shm_size", "shm_max_size", "shm_inline_below")
 
 
-def _checked_count(name: str, value: Any) -> int:
+def _checked_positive_int(value: Any, message: str) -> int:
+    """``value`` as an int of at least 1 (no bool, no float); else ValueError(message)."""
     try:
-        count = operator.index(value)
+        number = operator.index(value)
     except TypeError:
-        count = 0
-    if isinstance(value, bool) or count < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-    return count
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise ValueError(message)
+    return number
+
+
+def _checked_count(name: str, value: Any) -> int:
+    return _checked_positive_int(value, f"{name} must be a whole number of at least 1, got {value!r}")
 
 
 def checked_control_config(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -209,13 +214,7 @@ def checked_seconds(name: str, value: Any, *, allow_none: bool = True) -> Option
 
 
 def checked_max_payload(value: Any) -> int:
-    try:
-        size = operator.index(value)
-    except TypeError:
-        size = 0
-    if isinstance(value, bool) or size < 1:
-        raise ValueError(f"max_payload must be a positive whole number of bytes, got {value!r}")
-    return size
+    return _checked_positive_int(value, f"max_payload must be a positive whole number of bytes, got {value!r}")
 
 
 #: the defaults of every option

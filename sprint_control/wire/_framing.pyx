@@ -567,20 +567,26 @@ def read_frame(int fd, out=None, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD,
     """
     cdef sc_frame_header h
     cdef double deadline = _deadline(timeout)
+    _read_head(fd, &h, max_payload, max_name, deadline)
+    return _read_rest(fd, &h, out, deadline)
+
+
+cdef tuple _read_rest(int fd, sc_frame_header *h, target, double deadline):
+    """Name and payload of the frame whose header ``h`` was read and checked, with one readv (the payload
+    into ``target`` where given): (FrameHeader, ndarray or None)."""
     cdef char small[256]
     cdef char *name_buf = small
-    _read_head(fd, &h, max_payload, max_name, deadline)
     if h.name_len > 256:
         name_buf = <char *>malloc(h.name_len)
         if name_buf == NULL:
             raise MemoryError()
     try:
-        arr = _read_body(fd, &h, name_buf, out, deadline)
+        arr = _read_body(fd, h, name_buf, target, deadline)
         name = _decode_name(name_buf, h.name_len)
     finally:
         if name_buf != small:
             free(name_buf)
-    return _make_header(&h, name), arr
+    return _make_header(h, name), arr
 
 
 def read_answer(int fd, out, int msg_type, long long seq, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD,
@@ -589,29 +595,17 @@ def read_answer(int fd, out, int msg_type, long long seq, uint64_t max_payload=w
 
     The payload lands in ``out`` when the frame is of type ``msg_type``, carries ``seq`` (any, when it
     is negative) and an array of ``out``'s shape and dtype; any other frame's payload goes to a fresh
-    array, for the caller to judge (an error frame, an answer to another request). The header stays in C until it is returned: name
-    and payload come with one readv after it, as ``read_frame`` reads them.
+    array, for the caller to judge (an error frame, an answer to another request). The header stays in
+    C until it is returned: name and payload come with one readv after it, as ``read_frame`` reads them.
     """
     cdef sc_frame_header h
     cdef double deadline = _deadline(timeout)
-    cdef char small[256]
-    cdef char *name_buf = small
     _read_head(fd, &h, max_payload, max_name, deadline)
     target = None
     if (out is not None and h.type == msg_type and (seq < 0 or h.seq == <uint64_t>seq)
             and isinstance(out, np.ndarray) and _out_fits(&h, <cnp.ndarray>out)):
         target = out
-    if h.name_len > 256:
-        name_buf = <char *>malloc(h.name_len)
-        if name_buf == NULL:
-            raise MemoryError()
-    try:
-        arr = _read_body(fd, &h, name_buf, target, deadline)
-        name = _decode_name(name_buf, h.name_len)
-    finally:
-        if name_buf != small:
-            free(name_buf)
-    return _make_header(&h, name), arr
+    return _read_rest(fd, &h, target, deadline)
 
 
 def read_header(int fd, uint64_t max_payload=w.DEFAULT_MAX_PAYLOAD, uint32_t max_name=w.DEFAULT_MAX_NAME,
